@@ -1,0 +1,292 @@
+"""The one log bridge handler, the filters that stop feedback, `get_logger`.
+
+The bridge is the handler of opentelemetry-instrumentation-logging (the
+SDK's own `LoggingHandler` is deprecated), subclassed to:
+
+- ship each record once, even when it passes two loggers the bridge sits
+  on (a non-propagating logger listed in `bridge_loggers` whose propagate
+  flag is later turned on);
+- never ship records of our own loggers, of `opentelemetry.*` or of the
+  HTTP and gRPC clients the exporters use, so a failing collector cannot
+  feed itself;
+- turn any `extra` value into something OTLP can carry, and cut bodies and
+  attributes that would make an export request too large;
+- count and report its own failures instead of printing a traceback into
+  the application's stderr for every record.
+
+`install_bridge()` keeps exactly one bridge on the root logger whatever
+the application does afterwards: `basicConfig(force=True)`, `dictConfig`,
+`fileConfig`, the logging instrumentor, or another init.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry.instrumentation.logging.handler import (
+    LoggingHandler as _InstrumentationHandler,
+)
+
+from . import _state
+from ._redaction import Redactor
+
+__all__ = ["BridgeHandler", "get_logger", "install_bridge"]
+
+# Top-level logger names whose records never reach the bridge.
+_NEVER_BRIDGED = frozenset(
+    {"showmax_otel", "opentelemetry", "urllib3", "requests", "grpc", "charset_normalizer"}
+)
+# Set on a LogRecord by the bridge; excluded from its attributes.
+_SHIPPED = "_showmax_otel_shipped"
+_TRUNCATION_MARK = "...[truncated by showmax_otel]"
+_MAX_INT = 2**63 - 1
+
+
+def _is_bridge(handler: logging.Handler) -> bool:
+    """Any OpenTelemetry logging bridge: ours, the instrumentation's, the SDK's."""
+    if isinstance(handler, _InstrumentationHandler):
+        return True
+    cls = type(handler)
+    return cls.__name__ == "LoggingHandler" and cls.__module__.startswith(
+        "opentelemetry.sdk._logs"
+    )
+
+
+def _clean_value(value: Any, limit: int) -> Any:
+    """A value OTLP can carry: str, bool, int, float or a list of one of them."""
+    if isinstance(value, bool) or value is None:
+        return value if value is not None else "None"
+    if isinstance(value, int):
+        return value if -_MAX_INT - 1 <= value <= _MAX_INT else str(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        return _cut(value, limit)
+    if isinstance(value, bytes):
+        return _cut(value.decode("utf-8", "backslashreplace"), limit)
+    if isinstance(value, (list, tuple)):
+        items = [_clean_value(item, limit) for item in value]
+        if items and all(isinstance(i, str) for i in items):
+            return items
+        if items and len({type(i) for i in items}) == 1:
+            return items
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the record
+        text = f"<unrepresentable {type(value).__name__}>"
+
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - len(_TRUNCATION_MARK), 0)] + _TRUNCATION_MARK
+
+
+class BridgeHandler(_InstrumentationHandler):
+    """The log bridge: Python `logging` records to the OpenTelemetry pipeline."""
+
+    def __init__(
+        self,
+        *,
+        logger_provider: Any,
+        level: int = logging.NOTSET,
+        max_attribute_bytes: int = 65536,
+        redactor: Redactor | None = None,
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        super().__init__(level=level, logger_provider=logger_provider)
+        self._limit = max_attribute_bytes
+        self._redact = (redactor or Redactor((), ())).text
+        self._on_error = on_error
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get(_SHIPPED):
+            return False
+        if record.name.partition(".")[0] in _NEVER_BRIDGED:
+            return False
+        record.__dict__[_SHIPPED] = True
+
+        return super().filter(record)
+
+    def _get_attributes(
+        self, record: logging.LogRecord
+    ) -> tuple[dict[str, Any], str | None]:
+        attributes, event_name = super()._get_attributes(record)
+        attributes.pop(_SHIPPED, None)
+        limit = self._limit
+        for key, value in attributes.items():
+            if type(value) is not str or len(value) > limit:
+                attributes[key] = _clean_value(value, limit)
+        if record.exc_info and record.exc_info[1] is not None:
+            # The semantic conventions want the whole message; upstream
+            # takes args[0] only, which loses it for most exceptions.
+            message = _safe_str(record.exc_info[1])
+            attributes["exception.message"] = _cut(self._redact(message), limit)
+            stack = attributes.get("exception.stacktrace")
+            if isinstance(stack, str):
+                attributes["exception.stacktrace"] = _cut(self._redact(stack), limit)
+
+        return attributes, event_name
+
+    def _translate(self, record: logging.LogRecord) -> Any:
+        log_record = super()._translate(record)
+        body = log_record.body
+        if isinstance(body, str):
+            if len(body) > self._limit:
+                log_record.body = _cut(body, self._limit)
+        elif body is not None:
+            log_record.body = _clean_value(body, self._limit)
+
+        return log_record
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802
+        error = _current_exception()
+        if self._on_error is not None and error is not None:
+            self._on_error("shipping a log record", error)
+        else:
+            super().handleError(record)
+
+    def flush(self) -> None:
+        """Do nothing: the pipeline flushes with its own bounds.
+
+        The upstream handler starts a new thread on every flush, and
+        `logging.shutdown()` flushes every handler at exit.
+        """
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _current_exception() -> BaseException | None:
+    import sys
+
+    return sys.exc_info()[1]
+
+
+class _Bridge:
+    """Keeps one bridge handler where it belongs."""
+
+    def __init__(self, handler: BridgeHandler, extra_loggers: Iterable[str]) -> None:
+        self.handler = handler
+        self.extra_loggers = tuple(extra_loggers)
+        self.removed_foreign = 0
+
+    def ensure(self) -> None:
+        root = logging.getLogger()
+        handler = self.handler
+        for other in list(root.handlers):
+            if other is not handler and _is_bridge(other):
+                root.removeHandler(other)
+                self.removed_foreign += 1
+        if handler not in root.handlers:
+            root.addHandler(handler)
+        for name in self.extra_loggers:
+            logger = logging.getLogger(name)
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+        _point_instrumentor_at(handler)
+
+    def remove(self) -> None:
+        for name in ("", *self.extra_loggers):
+            logging.getLogger(name or None).removeHandler(self.handler)
+
+
+def _point_instrumentor_at(handler: BridgeHandler) -> None:
+    """Make the logging instrumentor treat our handler as its own.
+
+    Its uninstrument() then removes ours; and when it is instrumented after
+    us it would add a second handler, which `ensure()` removes again.
+    """
+    from opentelemetry.instrumentation.logging import LoggingInstrumentor
+
+    LoggingInstrumentor._logging_handler = handler
+
+
+_CONFIG_FUNCTIONS = (
+    (logging, "basicConfig"),
+    (logging.config, "dictConfig"),
+    (logging.config, "fileConfig"),
+)
+
+
+def _wrap_config_functions(bridge: _Bridge) -> None:
+    """Re-attach the bridge after any logging configuration call.
+
+    `basicConfig(force=True)` and `dictConfig` with a root section remove the
+    root's handlers; wrapping them is how the upstream instrumentation keeps
+    its handler too. A call that went through a reference taken before init
+    (`from logging import basicConfig`) is caught by the next `get_logger()`.
+    """
+    for module, name in _CONFIG_FUNCTIONS:
+        original = getattr(module, name)
+
+        def wrapper(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            try:
+                return __original(*args, **kwargs)
+            finally:
+                telemetry = _state.current()
+                if telemetry is not None and telemetry.bridge is not None:
+                    telemetry.bridge.ensure()
+
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__doc__ = original.__doc__
+        setattr(module, name, wrapper)
+
+        def undo(__module: Any = module, __name: str = name, __orig: Any = original) -> None:
+            setattr(__module, __name, __orig)
+
+        _state.on_reset(undo)
+
+
+def install_bridge(
+    logger_provider: Any,
+    *,
+    level: int,
+    extra_loggers: Iterable[str],
+    max_attribute_bytes: int,
+    redactor: Redactor,
+    on_error: Callable[[str, BaseException], None],
+) -> _Bridge:
+    handler = BridgeHandler(
+        logger_provider=logger_provider,
+        level=level,
+        max_attribute_bytes=max_attribute_bytes,
+        redactor=redactor,
+        on_error=on_error,
+    )
+    bridge = _Bridge(handler, extra_loggers)
+    bridge.ensure()
+    _wrap_config_functions(bridge)
+    _state.on_reset(bridge.remove)
+
+    return bridge
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    """A standard logger whose records reach the bridge; never adds a handler.
+
+    Call it as often as you like, on every request if need be: it returns
+    `logging.getLogger(name)` after checking that the one bridge is still
+    attached to the root logger (and re-attaching it if a logging
+    configuration call removed it).
+    """
+    telemetry = _state.current()
+    if telemetry is not None and telemetry.bridge is not None:
+        if telemetry.bridge.handler not in logging.root.handlers:
+            telemetry.bridge.ensure()
+
+    return logging.getLogger(name)
+
+
+def format_exception_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))

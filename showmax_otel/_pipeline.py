@@ -1,0 +1,421 @@
+"""Providers, processors and exporters: build, start, flush, shut down, count.
+
+A span end or a log record costs the request one `deque.append` and a few
+attribute reads. Everything else (encoding, export, retries) runs on a real
+OS thread, started lazily in the process that emits, so that:
+
+- under gevent the hub never runs export work: the SDK's own batch worker
+  is a `threading.Thread`, which monkey-patching turns into a greenlet
+  that encodes whole batches on the event loop;
+- in a pre-fork server each worker starts its own thread and its own
+  exporter (connection pools and gRPC channels are never shared across a
+  fork), and a fork that only execs starts nothing;
+- flush and shutdown keep their time bounds even when the collector
+  accepts connections and never answers.
+
+Every record that does not reach the exporter with success is counted in
+`dropped`, by reason. Nothing here knows about Falcon, uWSGI or the CLI.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.context import (
+    _SUPPRESS_INSTRUMENTATION_KEY,
+    attach,
+    detach,
+    set_value,
+)
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+__all__ = [
+    "ExportQueue",
+    "LogQueueProcessor",
+    "SpanQueueProcessor",
+    "native_allocate_lock",
+    "native_start_thread",
+]
+
+_logger = logging.getLogger("showmax_otel.pipeline")
+
+# Drop reasons, as reported by stats().
+QUEUE_FULL = "queue_full"
+EXPORT_FAILED = "export_failed"
+EXPORT_ERROR = "export_error"
+SHUTDOWN_TIMEOUT = "shutdown_timeout"
+AFTER_SHUTDOWN = "after_shutdown"
+
+
+def _original(module: str, name: str) -> Any:
+    """The object as it was before gevent's monkey-patching, if any."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        return monkey.get_original(module, name)
+
+    return getattr(__import__(module), name)
+
+
+def native_start_thread(target: Callable[[], None], name: str) -> None:
+    """Start a real OS thread, even in a gevent-patched process."""
+    start_new_thread = _original("_thread", "start_new_thread")
+
+    def run() -> None:
+        # threading.current_thread() would invent a dummy Thread object for
+        # us; naming the OS thread helps in py-spy and top -H.
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            libc.prctl(15, name[:15].encode(), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        target()
+
+    start_new_thread(run, ())
+
+
+def native_allocate_lock() -> Any:
+    """A real (not gevent) lock: waiting on it never yields to the hub."""
+    return _original("_thread", "allocate_lock")()
+
+
+class ExportQueue:
+    """A bounded queue drained by one real OS thread per process.
+
+    `put()` is the only method on the request path. The worker wakes up when
+    a batch is full or every `schedule_delay_seconds`, and exports batches
+    of at most `max_batch_size` items through the exporter built by
+    `exporter_factory` inside the worker thread, in the process that uses it.
+    """
+
+    def __init__(
+        self,
+        signal: str,
+        exporter_factory: Callable[[], Any],
+        *,
+        max_queue_size: int,
+        max_batch_size: int,
+        schedule_delay_seconds: float,
+        on_new_process: Callable[[], None] = lambda: None,
+        may_start_worker: Callable[[], bool] = lambda: True,
+        report_interval_seconds: float = 60.0,
+        on_internal_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.signal = signal
+        self._exporter_factory = exporter_factory
+        self._max_queue_size = max_queue_size
+        self._max_batch_size = min(max_batch_size, max_queue_size)
+        self._schedule_delay_seconds = max(schedule_delay_seconds, 0.001)
+        self._on_new_process = on_new_process
+        self._may_start_worker = may_start_worker
+        self._report_interval_seconds = report_interval_seconds
+        self._on_internal_error = on_internal_error
+
+        self._queue: collections.deque[Any] = collections.deque()
+        # The pid whose worker drains the queue; 0 until one is started.
+        self._owner_pid = 0
+        self._built_pid = os.getpid()
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        self._counter_lock = native_allocate_lock()
+        self._wake = native_allocate_lock()
+        self._wake.acquire()
+        self._emitted = 0
+        self._exported = 0
+        self._export_failures = 0
+        self._dropped: dict[str, int] = collections.Counter()
+        self._in_flight = 0
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._stopping = False
+        self._stopped = False
+        self._worker_alive = False
+        self._exporter: Any = None
+        self._last_report = time.monotonic()
+        self._reported: tuple[int, int] = (0, 0)
+
+    # -- request path --------------------------------------------------------
+
+    def put(self, item: Any) -> None:
+        if self._owner_pid != os.getpid():
+            self._adopt_process()
+        if self._stopped:
+            self._count_drop(AFTER_SHUTDOWN, 1)
+            return
+
+        queue = self._queue
+        queue.append(item)
+        with self._counter_lock:
+            self._emitted += 1
+        if len(queue) > self._max_queue_size:
+            try:
+                queue.popleft()
+            except IndexError:
+                pass  # the worker took the oldest first; nothing was dropped
+            else:
+                self._count_drop(QUEUE_FULL, 1)
+        if len(queue) >= self._max_batch_size:
+            self._wake_worker()
+
+    # -- process and worker --------------------------------------------------
+
+    def _adopt_process(self) -> None:
+        pid = os.getpid()
+        if self._owner_pid or pid != self._built_pid:
+            # A forked child: what is queued belongs to the parent, which
+            # exports it; this process starts from an empty queue, with its
+            # own counters, worker and exporter.
+            if pid != self._built_pid:
+                self._queue.clear()
+                self._reset_process_state()
+                self._built_pid = pid
+                self._on_new_process()
+        if not self._may_start_worker():
+            return
+        self._owner_pid = pid
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        if self._worker_alive or self._stopped:
+            return
+        self._worker_alive = True
+        native_start_thread(self._run_worker, f"otel-{self.signal}")
+
+    def _wake_worker(self) -> None:
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # already awake: a release of an unlocked lock is refused
+
+    def _run_worker(self) -> None:
+        try:
+            self._exporter = self._exporter_factory()
+        except Exception as error:  # noqa: BLE001 - reported, then counted
+            self._internal_error("building the exporter", error)
+            self._worker_alive = False
+            return
+
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            while True:
+                woken = self._wake.acquire(timeout=self._schedule_delay_seconds)
+                flush_target = self._flush_requested
+                drain = self._stopping or flush_target > self._flush_done
+                self._export_available(everything=drain, timer_fired=not woken)
+                self._flush_done = flush_target
+                self._maybe_report()
+                if self._stopping:
+                    return
+        finally:
+            detach(token)
+            self._worker_alive = False
+
+    def _export_available(self, *, everything: bool, timer_fired: bool) -> None:
+        queue = self._queue
+        while queue:
+            if not (everything or timer_fired or len(queue) >= self._max_batch_size):
+                return
+            batch = []
+            for _ in range(min(self._max_batch_size, len(queue))):
+                try:
+                    batch.append(queue.popleft())
+                except IndexError:
+                    break
+            if not batch:
+                return
+            self._export_batch(batch)
+            timer_fired = False
+            if self._stopped:
+                return
+
+    def _export_batch(self, batch: Sequence[Any]) -> None:
+        self._in_flight = len(batch)
+        try:
+            result = self._exporter.export(batch)
+        except Exception as error:  # noqa: BLE001 - counted and reported
+            if not self._stopped:
+                self._count_failure(EXPORT_ERROR, len(batch))
+                self._internal_error(f"exporting {self.signal}", error)
+            return
+        finally:
+            self._in_flight = 0
+
+        if self._stopped:
+            # shutdown() gave up on this batch and already counted it.
+            return
+        if getattr(result, "name", "") == "SUCCESS":
+            with self._counter_lock:
+                self._exported += len(batch)
+        else:
+            self._count_failure(EXPORT_FAILED, len(batch))
+
+    # -- counting and reporting ----------------------------------------------
+
+    def _count_drop(self, reason: str, count: int) -> None:
+        with self._counter_lock:
+            self._dropped[reason] += count
+
+    def _count_failure(self, reason: str, count: int) -> None:
+        with self._counter_lock:
+            self._export_failures += 1
+            self._dropped[reason] += count
+
+    def _internal_error(self, what: str, error: BaseException) -> None:
+        if self._on_internal_error is not None:
+            self._on_internal_error(what, error)
+        else:
+            _logger.error("showmax_otel: error while %s: %r", what, error)
+
+    def _maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < self._report_interval_seconds:
+            return
+        dropped = sum(self._dropped.values())
+        state = (dropped, self._export_failures)
+        if state == self._reported:
+            return
+        self._last_report = now
+        self._reported = state
+        # Our own logger is never bridged, so this cannot feed the pipeline.
+        _logger.warning(
+            "showmax_otel: %s: %d dropped so far %s, %d failed exports; "
+            "see Telemetry.stats()",
+            self.signal,
+            dropped,
+            dict(self._dropped),
+            self._export_failures,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        with self._counter_lock:
+            return {
+                "emitted": self._emitted,
+                "exported": self._exported,
+                "queued": len(self._queue) + self._in_flight,
+                "dropped": dict(self._dropped),
+                "export_failures": self._export_failures,
+            }
+
+    # -- flush and shutdown --------------------------------------------------
+
+    def force_flush(self, timeout_seconds: float) -> bool:
+        """Export everything queued now; True when all of it was exported."""
+        deadline = time.monotonic() + timeout_seconds
+        if self._stopped:
+            return not self._queue
+        if not self._queue and not self._in_flight:
+            return True
+        if self._owner_pid != os.getpid():
+            self._owner_pid = os.getpid()
+            self._start_worker()
+        failures_before = self._export_failures + sum(self._dropped.values())
+        self._flush_requested += 1
+        target = self._flush_requested
+        self._wake_worker()
+        done = _wait_until(lambda: self._flush_done >= target, deadline)
+        failures_after = self._export_failures + sum(self._dropped.values())
+
+        return done and failures_after == failures_before
+
+    def shutdown(self, timeout_seconds: float) -> bool:
+        """Drain within the bound, then stop; counts what could not be sent."""
+        if self._stopped:
+            return True
+        deadline = time.monotonic() + timeout_seconds
+        failures_before = self._export_failures + sum(self._dropped.values())
+        drained = True
+        if self._queue and self._owner_pid != os.getpid():
+            self._owner_pid = os.getpid()
+            self._start_worker()
+        if self._worker_alive:
+            self._stopping = True
+            self._wake_worker()
+            drained = _wait_until(lambda: not self._worker_alive, deadline)
+
+        self._stopped = True
+        abandoned = len(self._queue) + self._in_flight
+        self._queue.clear()
+        if abandoned:
+            self._count_drop(SHUTDOWN_TIMEOUT, abandoned)
+        exporter = self._exporter
+        if exporter is not None:
+            try:
+                exporter.shutdown()
+            except Exception as error:  # noqa: BLE001 - reported, shutting down
+                self._internal_error(f"shutting down the {self.signal} exporter", error)
+        failures_after = self._export_failures + sum(self._dropped.values())
+        if failures_after != failures_before:
+            _logger.warning(
+                "showmax_otel: %s at shutdown: %s", self.signal, self.stats()
+            )
+
+        return drained and not abandoned and failures_after == failures_before
+
+
+def _wait_until(condition: Callable[[], bool], deadline: float) -> bool:
+    """Poll `condition` until it holds or the deadline passes.
+
+    The sleep is `time.sleep`, which under gevent yields to the hub, so a
+    flush called from a greenlet lets the rest of the process run.
+    """
+    delay = 0.001
+    while not condition():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return condition()
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.02)
+
+    return True
+
+
+class SpanQueueProcessor(SpanProcessor):
+    """Hands ended, sampled spans to an `ExportQueue`."""
+
+    def __init__(self, queue: ExportQueue) -> None:
+        self.queue = queue
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and context.trace_flags.sampled:
+            self.queue.put(span)
+
+    def shutdown(self) -> None:
+        # The Telemetry object shuts the queue down with its own bound; the
+        # provider's shutdown (at exit, or by a user) must not wait longer.
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.queue.force_flush(timeout_millis / 1000)
+
+
+class LogQueueProcessor(LogRecordProcessor):
+    """Hands log records to an `ExportQueue`."""
+
+    def __init__(self, queue: ExportQueue) -> None:
+        self.queue = queue
+
+    def on_emit(self, log_record: Any) -> None:
+        self.queue.put(log_record)
+
+    # Older SDKs call emit(), newer ones on_emit().
+    emit = on_emit
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.queue.force_flush(timeout_millis / 1000)

@@ -1,0 +1,60 @@
+"""Keep secrets out of telemetry: query parameters, URLs in text, headers.
+
+Exception messages and stack traces are kept, since they are what an
+engineer needs, but any URL inside them has the values of secret-looking
+query parameters replaced. A parameter is secret-looking when its name
+contains one of the configured words, case-insensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode
+
+__all__ = ["REDACTED", "Redactor"]
+
+REDACTED = "REDACTED"
+
+# name=value pairs after a '?' or '&' inside any text (a URL in a message).
+_PAIR_IN_TEXT = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s?;]+)=(?P<value>[^&#\s;'\"]*)")
+
+
+class Redactor:
+    """Redacts query parameters and headers by configured name patterns."""
+
+    def __init__(self, params: Iterable[str], headers: Iterable[str]) -> None:
+        self._param_words = tuple(p.lower() for p in params if p)
+        self._headers = frozenset(h.lower() for h in headers if h)
+
+    def is_secret_param(self, name: str) -> bool:
+        lowered = name.lower()
+        return any(word in lowered for word in self._param_words)
+
+    def is_secret_header(self, name: str) -> bool:
+        return name.lower() in self._headers
+
+    def query(self, query_string: str) -> str:
+        """A query string with secret-looking values replaced."""
+        if not query_string:
+            return query_string
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        if not any(self.is_secret_param(name) for name, _ in pairs):
+            return query_string
+        cleaned = [
+            (name, REDACTED if self.is_secret_param(name) else value)
+            for name, value in pairs
+        ]
+        return urlencode(cleaned, safe="{}/:")
+
+    def text(self, text: str) -> str:
+        """Any text, with secret-looking query values in URLs replaced."""
+        if "=" not in text or not self._param_words:
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            if self.is_secret_param(match.group("name")):
+                return f"{match.group('lead')}{match.group('name')}={REDACTED}"
+            return match.group(0)
+
+        return _PAIR_IN_TEXT.sub(replace, text)

@@ -1,0 +1,329 @@
+"""The Telemetry object: one per process tree, built by `init_telemetry()`."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+import warnings
+from typing import Any
+
+from . import _state
+from ._pipeline import ExportQueue, LogQueueProcessor, SpanQueueProcessor
+from ._redaction import Redactor
+from .options import ConfigurationWarning, Settings, load_settings
+
+__all__ = ["Telemetry", "init_telemetry", "shutdown_telemetry"]
+
+_logger = logging.getLogger("showmax_otel")
+
+try:
+    from importlib.metadata import version as _dist_version
+
+    _VERSION = _dist_version("showmax-otel")
+except Exception:  # noqa: BLE001 - running from a source tree that is not installed
+    _VERSION = "0.0.0"
+
+
+class Telemetry:
+    """The process's telemetry pipeline, as `init_telemetry()` built it.
+
+    `tracer_provider` and `logger_provider` are the SDK providers (None when
+    the SDK is disabled). `stats()` reports, per signal, what was emitted,
+    exported, dropped (by reason), still queued, and how many exports failed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.disabled = settings.sdk_disabled
+        self.tracer_provider: Any = None
+        self.logger_provider: Any = None
+        self.bridge: Any = None
+        self.redactor = Redactor(settings.redacted_params, settings.redacted_headers)
+        self._queues: dict[str, ExportQueue] = {}
+        self._resource_pid = os.getpid()
+        self._internal_errors = 0
+        self._errors_reported: set[str] = set()
+        self._warned_changes: set[tuple[str, ...]] = set()
+        self._shut_down = False
+
+    # -- public ----------------------------------------------------------------
+
+    def force_flush(self, timeout_seconds: float = 5.0) -> bool:
+        """Export what is queued now; True when all of it was exported in time."""
+        deadline = time.monotonic() + timeout_seconds
+        ok = True
+        for queue in self._queues.values():
+            ok = queue.force_flush(max(deadline - time.monotonic(), 0.0)) and ok
+
+        return ok
+
+    def shutdown(self, timeout_seconds: float = 5.0) -> bool:
+        """Flush within the bound and stop; True when nothing was lost."""
+        if self._shut_down:
+            return True
+        self._shut_down = True
+        deadline = time.monotonic() + timeout_seconds
+        ok = True
+        # Spans first: a request's records are usually queued after its span
+        # ends, but the logs queue drains faster (shorter schedule delay).
+        for queue in self._queues.values():
+            ok = queue.shutdown(max(deadline - time.monotonic(), 0.0)) and ok
+
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for this process, per signal: logs and spans."""
+        result: dict[str, Any] = {
+            name: queue.stats() for name, queue in self._queues.items()
+        }
+        result.setdefault("logs", _empty_stats())
+        result.setdefault("spans", _empty_stats())
+        result["internal_errors"] = self._internal_errors
+
+        return result
+
+    # -- internal ----------------------------------------------------------------
+
+    def report_internal_error(self, what: str, error: BaseException) -> None:
+        """Count an internal failure and log it once per kind.
+
+        With `raise_internal_errors` (test suites) it is raised instead, so
+        that it cannot hide.
+        """
+        self._internal_errors += 1
+        if self.settings.raise_internal_errors:
+            raise error
+        if what in self._errors_reported:
+            return
+        self._errors_reported.add(what)
+        _logger.error(
+            "showmax_otel: internal error while %s (reported once; telemetry "
+            "goes on): %r",
+            what,
+            error,
+            exc_info=error,
+        )
+
+    def warn_if_changed(self, overrides: dict[str, Any]) -> None:
+        try:
+            asked = load_settings(overrides)
+        except (TypeError, ValueError):
+            raise
+        changed = tuple(
+            name for name in asked.changed_from(self.settings) if name in overrides
+        )
+        if changed and changed not in self._warned_changes:
+            self._warned_changes.add(changed)
+            warnings.warn(
+                "init_telemetry() was already called; these options differ from "
+                "the first call and are ignored: " + ", ".join(changed),
+                ConfigurationWarning,
+                stacklevel=3,
+            )
+
+    def on_new_process(self) -> None:
+        """Called in a forked child by the first queue that notices the fork."""
+        pid = os.getpid()
+        if pid == self._resource_pid:
+            return
+        self._resource_pid = pid
+        from opentelemetry.sdk.resources import Resource
+
+        update = Resource({"process.pid": pid})
+        # The SDK does this itself from os.register_at_fork, which uWSGI's
+        # fork never triggers; the method is private, and the servers' tests
+        # pin that each worker reports its own pid.
+        for provider in (self.tracer_provider, self.logger_provider):
+            if provider is not None and hasattr(provider, "_update_resource"):
+                provider._update_resource(update)
+
+
+def _empty_stats() -> dict[str, Any]:
+    return {"emitted": 0, "exported": 0, "queued": 0, "dropped": {}, "export_failures": 0}
+
+
+def _build(settings: Settings) -> Telemetry:
+    telemetry = Telemetry(settings)
+    if telemetry.disabled:
+        return telemetry
+
+    from opentelemetry import trace
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+    from opentelemetry._logs._internal import ProxyLoggerProvider
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from . import _exporters
+    from ._logging import install_bridge
+
+    attributes: dict[str, Any] = dict(settings.resource_attributes)
+    if settings.service_name:
+        attributes["service.name"] = settings.service_name
+    attributes.update(
+        {
+            "process.pid": os.getpid(),
+            "telemetry.distro.name": "showmax-otel",
+            "telemetry.distro.version": _VERSION,
+        }
+    )
+    resource = Resource.create(attributes)
+
+    # Import the exporter modules now, in the caller, so that the first
+    # export does not import requests or grpc on the worker thread while
+    # the application holds the import lock.
+    for signal in ("traces", "logs"):
+        _exporters.preload(settings, signal)
+
+    report = telemetry.report_internal_error
+
+    def queue(name: str, signal: str, prefix: str) -> ExportQueue:
+        return ExportQueue(
+            name,
+            lambda: _exporters.build_exporter(settings, signal),
+            max_queue_size=getattr(settings, f"{prefix}_max_queue_size"),
+            max_batch_size=getattr(settings, f"{prefix}_max_export_batch_size"),
+            schedule_delay_seconds=getattr(settings, f"{prefix}_schedule_delay_millis")
+            / 1000,
+            on_new_process=telemetry.on_new_process,
+            may_start_worker=_may_start_worker,
+            report_interval_seconds=settings.report_interval_seconds,
+            on_internal_error=lambda what, error: _report_quietly(report, what, error),
+        )
+
+    current = trace.get_tracer_provider()
+    if isinstance(current, trace.ProxyTracerProvider):
+        tracer_provider = TracerProvider(
+            resource=resource,
+            sampler=_sampler(settings),
+            shutdown_on_exit=False,
+        )
+        trace.set_tracer_provider(tracer_provider)
+    else:
+        # Someone configured tracing before us (another distro, a test);
+        # ship through their provider rather than fight over the global.
+        tracer_provider = current
+        warnings.warn(
+            f"a TracerProvider ({type(current).__name__}) was set before "
+            "init_telemetry(); showmax_otel adds its processor to it",
+            ConfigurationWarning,
+            stacklevel=3,
+        )
+    telemetry.tracer_provider = tracer_provider
+    if settings.traces_exporter != "none":
+        telemetry._queues["spans"] = queue("spans", "traces", "bsp")
+        tracer_provider.add_span_processor(SpanQueueProcessor(telemetry._queues["spans"]))
+
+    current_logs = get_logger_provider()
+    if isinstance(current_logs, ProxyLoggerProvider):
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        set_logger_provider(logger_provider)
+    else:
+        logger_provider = current_logs
+    telemetry.logger_provider = logger_provider
+    if settings.logs_exporter != "none":
+        telemetry._queues["logs"] = queue("logs", "logs", "blrp")
+        logger_provider.add_log_record_processor(
+            LogQueueProcessor(telemetry._queues["logs"])
+        )
+
+    telemetry.bridge = install_bridge(
+        logger_provider,
+        level=settings.log_level,
+        extra_loggers=settings.bridge_loggers,
+        max_attribute_bytes=settings.max_attribute_bytes,
+        redactor=telemetry.redactor,
+        on_error=report,
+    )
+
+    return telemetry
+
+
+def _report_quietly(report: Any, what: str, error: BaseException) -> None:
+    """Internal errors on the export thread are never raised: nobody would see."""
+    try:
+        report(what, error)
+    except BaseException:  # noqa: BLE001 - counted already by report()
+        _logger.error("showmax_otel: internal error while %s: %r", what, error)
+
+
+def _may_start_worker() -> bool:
+    from . import _servers
+
+    return _servers.may_start_worker()
+
+
+def _sampler(settings: Settings) -> Any:
+    from opentelemetry.sdk.trace import sampling
+
+    ratio = settings.traces_sampler_arg
+    return {
+        "always_on": lambda: sampling.ALWAYS_ON,
+        "always_off": lambda: sampling.ALWAYS_OFF,
+        "traceidratio": lambda: sampling.TraceIdRatioBased(ratio),
+        "parentbased_always_on": lambda: sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": lambda: sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": lambda: sampling.ParentBased(
+            sampling.TraceIdRatioBased(ratio)
+        ),
+    }[settings.traces_sampler]()
+
+
+def init_telemetry(**options: Any) -> Telemetry:
+    """Set up tracing and log shipping for this process; once, whoever calls.
+
+    Every option is keyword-only and falls back to its environment variable,
+    then to a default (see `showmax_otel.options.Settings`). The first call
+    builds one TracerProvider, one LoggerProvider, their export queues and
+    one log bridge handler; later calls return the same object and change
+    nothing (with a warning naming the options they asked to change).
+    """
+    existing = _state.current()
+    if existing is not None:
+        if options:
+            existing.warn_if_changed(options)
+        return existing
+
+    settings = load_settings(options)
+    telemetry, built = _state.configure_once(lambda: _build(settings))
+    if not built:
+        if options:
+            telemetry.warn_if_changed(options)
+        return telemetry
+
+    if not telemetry.disabled:
+        atexit.register(_shutdown_at_exit)
+        _after_build(telemetry)
+
+    return telemetry
+
+
+def _after_build(telemetry: Telemetry) -> None:
+    """The integrations: each guards itself and reports, never raises."""
+    from . import _servers
+
+    _servers.after_init(telemetry)
+    if telemetry.settings.instrument_falcon:
+        from .falcon import _instrument_falcon_class
+
+        _instrument_falcon_class(telemetry)
+
+
+def _shutdown_at_exit() -> None:
+    telemetry = _state.current()
+    if telemetry is not None:
+        telemetry.shutdown(telemetry.settings.shutdown_timeout_seconds)
+
+
+def shutdown_telemetry(timeout_seconds: float = 5.0) -> bool:
+    """Flush and stop within `timeout_seconds`; True when nothing was lost.
+
+    Harmless before `init_telemetry()` and when called twice.
+    """
+    telemetry = _state.current()
+    if telemetry is None:
+        return True
+
+    return telemetry.shutdown(timeout_seconds)
