@@ -38,7 +38,14 @@ __all__ = ["BridgeHandler", "get_logger", "install_bridge"]
 
 # Top-level logger names whose records never reach the bridge.
 _NEVER_BRIDGED = frozenset(
-    {"showmax_otel", "opentelemetry", "urllib3", "requests", "grpc", "charset_normalizer"}
+    {
+        "showmax_otel",
+        "opentelemetry",
+        "urllib3",
+        "requests",
+        "grpc",
+        "charset_normalizer",
+    }
 )
 # Set on a LogRecord by the bridge; excluded from its attributes.
 _SHIPPED = "_showmax_otel_shipped"
@@ -145,7 +152,7 @@ class BridgeHandler(_InstrumentationHandler):
 
         return log_record
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802
+    def handleError(self, record: logging.LogRecord) -> None:
         error = _current_exception()
         if self._on_error is not None and error is not None:
             self._on_error("shipping a log record", error)
@@ -204,12 +211,34 @@ class _Bridge:
 def _point_instrumentor_at(handler: BridgeHandler) -> None:
     """Make the logging instrumentor treat our handler as its own.
 
-    Its uninstrument() then removes ours; and when it is instrumented after
-    us it would add a second handler, which `ensure()` removes again.
+    Its uninstrument() then removes ours, and an instrument() after ours
+    (the `opentelemetry-instrument` CLI loads it) gets our handler back from
+    the function it calls to build one, instead of adding a second bridge.
+    Both names are private to the instrumentation; the tests that instrument
+    logging after init pin them.
     """
-    from opentelemetry.instrumentation.logging import LoggingInstrumentor
+    import opentelemetry.instrumentation.logging as instrumentation
 
-    LoggingInstrumentor._logging_handler = handler
+    instrumentor: Any = instrumentation.LoggingInstrumentor
+    instrumentor._logging_handler = handler
+    original = instrumentation._setup_logging_handler
+    if getattr(original, "_showmax_otel", False):
+        return
+
+    def setup_logging_handler(*args: Any, **kwargs: Any) -> Any:
+        telemetry = _state.current()
+        if telemetry is not None and telemetry.bridge is not None:
+            telemetry.bridge.ensure()
+            return telemetry.bridge.handler
+        return original(*args, **kwargs)
+
+    setup_logging_handler._showmax_otel = True  # type: ignore[attr-defined]
+    instrumentation._setup_logging_handler = setup_logging_handler
+
+    def undo() -> None:
+        instrumentation._setup_logging_handler = original
+
+    _state.on_reset(undo)
 
 
 _CONFIG_FUNCTIONS = (
@@ -242,7 +271,9 @@ def _wrap_config_functions(bridge: _Bridge) -> None:
         wrapper.__doc__ = original.__doc__
         setattr(module, name, wrapper)
 
-        def undo(__module: Any = module, __name: str = name, __orig: Any = original) -> None:
+        def undo(
+            __module: Any = module, __name: str = name, __orig: Any = original
+        ) -> None:
             setattr(__module, __name, __orig)
 
         _state.on_reset(undo)
@@ -282,7 +313,11 @@ def get_logger(name: str | None = None) -> logging.Logger:
     """
     telemetry = _state.current()
     if telemetry is not None and telemetry.bridge is not None:
-        if telemetry.bridge.handler not in logging.root.handlers:
+        ours = telemetry.bridge.handler
+        handlers = logging.root.handlers
+        if ours not in handlers or any(
+            h is not ours and _is_bridge(h) for h in handlers
+        ):
             telemetry.bridge.ensure()
 
     return logging.getLogger(name)

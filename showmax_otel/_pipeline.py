@@ -20,6 +20,7 @@ Every record that does not reach the exporter with success is counted in
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import sys
@@ -149,21 +150,21 @@ class ExportQueue:
     def put(self, item: Any) -> None:
         if self._owner_pid != os.getpid():
             self._adopt_process()
+        with self._counter_lock:
+            self._emitted += 1
         if self._stopped:
             self._count_drop(AFTER_SHUTDOWN, 1)
             return
 
         queue = self._queue
         queue.append(item)
-        with self._counter_lock:
-            self._emitted += 1
         if len(queue) > self._max_queue_size:
             try:
                 queue.popleft()
             except IndexError:
-                pass  # the worker took the oldest first; nothing was dropped
-            else:
-                self._count_drop(QUEUE_FULL, 1)
+                # The worker took the oldest first: nothing was dropped.
+                return
+            self._count_drop(QUEUE_FULL, 1)
         if len(queue) >= self._max_batch_size:
             self._wake_worker()
 
@@ -171,15 +172,14 @@ class ExportQueue:
 
     def _adopt_process(self) -> None:
         pid = os.getpid()
-        if self._owner_pid or pid != self._built_pid:
+        if pid != self._built_pid:
             # A forked child: what is queued belongs to the parent, which
             # exports it; this process starts from an empty queue, with its
             # own counters, worker and exporter.
-            if pid != self._built_pid:
-                self._queue.clear()
-                self._reset_process_state()
-                self._built_pid = pid
-                self._on_new_process()
+            self._queue.clear()
+            self._reset_process_state()
+            self._built_pid = pid
+            self._on_new_process()
         if not self._may_start_worker():
             return
         self._owner_pid = pid
@@ -192,10 +192,9 @@ class ExportQueue:
         native_start_thread(self._run_worker, f"otel-{self.signal}")
 
     def _wake_worker(self) -> None:
-        try:
+        # Releasing an unlocked lock raises: the worker is already awake.
+        with contextlib.suppress(RuntimeError):
             self._wake.release()
-        except RuntimeError:
-            pass  # already awake: a release of an unlocked lock is refused
 
     def _run_worker(self) -> None:
         try:

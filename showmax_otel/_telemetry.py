@@ -141,7 +141,13 @@ class Telemetry:
 
 
 def _empty_stats() -> dict[str, Any]:
-    return {"emitted": 0, "exported": 0, "queued": 0, "dropped": {}, "export_failures": 0}
+    return {
+        "emitted": 0,
+        "exported": 0,
+        "queued": 0,
+        "dropped": {},
+        "export_failures": 0,
+    }
 
 
 def _build(settings: Settings) -> Telemetry:
@@ -193,6 +199,8 @@ def _build(settings: Settings) -> Telemetry:
             on_internal_error=lambda what, error: _report_quietly(report, what, error),
         )
 
+    tracer_provider: Any
+    logger_provider: Any
     current = trace.get_tracer_provider()
     if isinstance(current, trace.ProxyTracerProvider):
         tracer_provider = TracerProvider(
@@ -214,7 +222,9 @@ def _build(settings: Settings) -> Telemetry:
     telemetry.tracer_provider = tracer_provider
     if settings.traces_exporter != "none":
         telemetry._queues["spans"] = queue("spans", "traces", "bsp")
-        tracer_provider.add_span_processor(SpanQueueProcessor(telemetry._queues["spans"]))
+        tracer_provider.add_span_processor(
+            SpanQueueProcessor(telemetry._queues["spans"])
+        )
 
     current_logs = get_logger_provider()
     if isinstance(current_logs, ProxyLoggerProvider):

@@ -499,7 +499,9 @@ class Settings:
     def changed_from(self, other: Settings) -> list[str]:
         """Names of the options whose values differ from `other`'s."""
         return [
-            f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)
+            f.name
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
         ]
 
     def signal_protocol(self, signal: str) -> str:
@@ -530,7 +532,9 @@ def load_settings(
         hints = []
         for name in unknown:
             close = difflib.get_close_matches(name, _FIELDS, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints.append(
+                f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
         raise TypeError("init_telemetry() got unknown options: " + ", ".join(hints))
 
     values: dict[str, Any] = {}
@@ -592,9 +596,7 @@ def options_table_markdown() -> str:
     ]
     for row in describe_options():
         default = f"`{row['default']}`" if row["default"] else ""
-        lines.append(
-            f"| `{row['name']}` | `{row['env']}` | {default} | {row['doc']} |"
-        )
+        lines.append(f"| `{row['name']}` | `{row['env']}` | {default} | {row['doc']} |")
 
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "OTLPReceiver",
     "ReceivedRequest",
     "SpanView",
+    "reset_telemetry",
     "spans_by_trace",
 ]
 
@@ -310,7 +311,11 @@ class OTLPReceiver:
         return None
 
     def _record(
-        self, signal: str, protocol: str, path: str, headers: dict[str, str],
+        self,
+        signal: str,
+        protocol: str,
+        path: str,
+        headers: dict[str, str],
         payload: bytes,
     ) -> None:
         spans: list[SpanView] = []
@@ -339,7 +344,7 @@ class OTLPReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 path = self.path.split("?", 1)[0]
@@ -368,7 +373,7 @@ class OTLPReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 """Keep the test output quiet."""
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -410,16 +415,20 @@ class OTLPReceiver:
             return response
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 return handle(
-                    "traces", request, context,
+                    "traces",
+                    request,
+                    context,
                     trace_service_pb2.ExportTraceServiceResponse(),
                 )
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 return handle(
-                    "logs", request, context,
+                    "logs",
+                    request,
+                    context,
                     logs_service_pb2.ExportLogsServiceResponse(),
                 )
 
@@ -447,6 +456,27 @@ def spans_by_trace(
         yield trace_id, trace_spans, trace_logs
 
 
+def reset_telemetry(timeout_seconds: float = 2.0) -> None:
+    """Undo `init_telemetry()` so that the next test starts from nothing.
+
+    Shuts the pipeline down, removes the bridge handler, restores what the
+    package patched, and clears OpenTelemetry's set-once global providers
+    (private attributes of opentelemetry-api, pinned by this package's own
+    tests, which call this between every case).
+    """
+    from opentelemetry import trace
+    from opentelemetry._logs import _internal as logs_internal
+    from opentelemetry.util._once import Once
+
+    from . import _state
+
+    _state.reset_for_tests(timeout_seconds)
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    logs_internal._LOGGER_PROVIDER = None
+    logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
+
+
 def _serve(argv: list[str] | None = None) -> int:
     """Run a receiver in this process and print what arrives, as JSON lines."""
     parser = argparse.ArgumentParser(
@@ -455,6 +485,13 @@ def _serve(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(argv)
     seen = 0
+
+    def count(receiver: OTLPReceiver) -> int:
+        return len(receiver.spans()) + len(receiver.logs())
+
+    def more_than(seen: int) -> Callable[[OTLPReceiver], bool]:
+        return lambda receiver: count(receiver) > seen
+
     with OTLPReceiver() as receiver:
         print(
             json.dumps(
@@ -464,7 +501,7 @@ def _serve(argv: list[str] | None = None) -> int:
         )
         try:
             while True:
-                receiver.wait_for(lambda r: len(r.requests()) > seen, 3600)
+                receiver.wait_for(more_than(seen), 3600)
                 items: list[Any] = [*receiver.spans(), *receiver.logs()]
                 for item in items[seen:]:
                     print(json.dumps(asdict(item), default=repr), flush=True)
@@ -475,7 +512,3 @@ def _serve(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_serve())
-
-
-# Kept for dataclass field defaults that tests may construct by hand.
-_ = field

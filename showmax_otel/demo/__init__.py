@@ -1,0 +1,1 @@
+"""The demo: a Falcon catalogue API, served and measured by `showmax-otel demo`."""

@@ -1,0 +1,458 @@
+"""init_telemetry(): one pipeline, one bridge, export off the request path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from opentelemetry import trace
+
+import showmax_otel
+from showmax_otel import _state
+from showmax_otel._logging import BridgeHandler
+from showmax_otel.options import ConfigurationWarning
+from showmax_otel.testing import OTLPReceiver
+
+
+def _bridges(logger: logging.Logger | None = None) -> list[logging.Handler]:
+    target = logger or logging.getLogger()
+    return [h for h in target.handlers if isinstance(h, BridgeHandler)]
+
+
+def _init(receiver: OTLPReceiver, **options: object) -> showmax_otel.Telemetry:
+    return showmax_otel.init_telemetry(
+        service_name="tests",
+        endpoint=receiver.http_endpoint,
+        blrp_schedule_delay_millis=50,
+        bsp_schedule_delay_millis=50,
+        **options,
+    )
+
+
+def test_repeated_init_returns_the_same_object_and_one_handler(
+    receiver: OTLPReceiver,
+) -> None:
+    """Many init_telemetry() calls build one pipeline and one bridge handler."""
+    first = _init(receiver)
+    again = [showmax_otel.init_telemetry() for _ in range(10)]
+
+    assert all(t is first for t in again)
+    assert len(_bridges()) == 1
+    assert trace.get_tracer_provider() is first.tracer_provider
+
+
+def test_each_log_call_arrives_once_however_often_get_logger_runs(
+    receiver: OTLPReceiver,
+) -> None:
+    """Records arrive exactly once per log call after many init and get_logger calls."""
+    telemetry = _init(receiver)
+    for number in range(50):
+        showmax_otel.init_telemetry()
+        showmax_otel.get_logger("catalogue").warning("request %d", number)
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 50, 5)
+    bodies = sorted(r.body for r in receiver.logs())
+    assert bodies == sorted(f"request {n}" for n in range(50))
+    assert telemetry.stats()["logs"]["exported"] == 50
+
+
+def test_a_record_inside_a_span_carries_its_ids(receiver: OTLPReceiver) -> None:
+    """A record logged inside a span carries that span's trace_id and span_id."""
+    telemetry = _init(receiver)
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("work") as span:
+        showmax_otel.get_logger("catalogue").error("inside")
+        context = span.get_span_context()
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs() and r.spans(), 5)
+    (record,) = receiver.logs()
+    assert record.trace_id == format(context.trace_id, "032x")
+    assert record.span_id == format(context.span_id, "016x")
+    assert receiver.spans()[0].span_id == record.span_id
+
+
+def test_resource_carries_service_name_and_pid(receiver: OTLPReceiver) -> None:
+    """Exported records carry service.name and process.pid in their resource."""
+    import os
+
+    telemetry = _init(receiver, resource_attributes={"team": "catalogue"})
+    showmax_otel.get_logger().warning("hello")
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    resource = receiver.logs()[0].resource
+    assert resource["service.name"] == "tests"
+    assert resource["process.pid"] == os.getpid()
+    assert resource["team"] == "catalogue"
+
+
+@pytest.mark.parametrize(
+    "reconfigure",
+    [
+        pytest.param(lambda: logging.basicConfig(), id="basicConfig"),
+        pytest.param(lambda: logging.basicConfig(force=True), id="basicConfig-force"),
+        pytest.param(
+            lambda: logging.config.dictConfig(
+                {
+                    "version": 1,
+                    "disable_existing_loggers": False,
+                    "handlers": {"console": {"class": "logging.StreamHandler"}},
+                    "root": {"handlers": ["console"], "level": "INFO"},
+                }
+            ),
+            id="dictConfig",
+        ),
+        pytest.param(
+            lambda: logging.getLogger().handlers.clear(), id="handlers-cleared"
+        ),
+    ],
+)
+def test_logging_reconfiguration_leaves_exactly_one_bridge(
+    receiver: OTLPReceiver, reconfigure: object
+) -> None:
+    """basicConfig, basicConfig(force=True) and dictConfig leave exactly one bridge."""
+    telemetry = _init(receiver)
+    reconfigure()  # type: ignore[operator]
+    # A new name: dictConfig disables loggers that existed before it, as the
+    # standard library documents, and that is not the bridge's business.
+    logger = showmax_otel.get_logger(f"catalogue.{id(reconfigure)}")
+    logger.warning("after reconfiguration")
+    assert telemetry.force_flush(5)
+
+    assert len(_bridges()) == 1
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    assert [r.body for r in receiver.logs()] == ["after reconfiguration"]
+
+
+def test_the_logging_instrumentor_does_not_add_a_second_bridge(
+    receiver: OTLPReceiver,
+) -> None:
+    """Instrumenting logging after init still ships each record once."""
+    from opentelemetry.instrumentation.logging import LoggingInstrumentor
+
+    telemetry = _init(receiver)
+    LoggingInstrumentor().instrument()
+    try:
+        showmax_otel.get_logger("catalogue").warning("once")
+        assert telemetry.force_flush(5)
+        assert receiver.wait_for(lambda r: r.logs(), 5)
+        assert len(_bridges()) == 1
+        assert [r.body for r in receiver.logs()] == ["once"]
+    finally:
+        LoggingInstrumentor().uninstrument()
+
+
+def test_console_handlers_of_the_application_keep_working(
+    receiver: OTLPReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The user's own console handler still prints every record."""
+    import io
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(console)
+    try:
+        _init(receiver)
+        showmax_otel.get_logger("catalogue").warning("to the console too")
+    finally:
+        logging.getLogger().removeHandler(console)
+
+    assert "to the console too" in stream.getvalue()
+
+
+def test_non_propagating_loggers_are_shipped_once_even_if_propagation_changes(
+    receiver: OTLPReceiver,
+) -> None:
+    """A listed non-propagating logger ships each record once, propagating or not."""
+    telemetry = _init(receiver, bridge_loggers=["gunicorn.error"])
+    gunicorn_error = logging.getLogger("gunicorn.error")
+    gunicorn_error.propagate = False
+    try:
+        gunicorn_error.warning("not propagating")
+        gunicorn_error.propagate = True
+        gunicorn_error.warning("propagating")
+        assert telemetry.force_flush(5)
+    finally:
+        gunicorn_error.propagate = True
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 2, 5)
+    assert sorted(r.body for r in receiver.logs()) == ["not propagating", "propagating"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["showmax_otel.pipeline", "opentelemetry.sdk", "urllib3.connectionpool", "grpc"],
+)
+def test_records_of_our_own_and_exporter_loggers_are_never_shipped(
+    receiver: OTLPReceiver, name: str
+) -> None:
+    """Our loggers, OpenTelemetry's and the export clients' never reach the bridge."""
+    telemetry = _init(receiver)
+    logging.getLogger(name).warning("internal")
+    showmax_otel.get_logger("app").warning("application")
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    assert [r.body for r in receiver.logs()] == ["application"]
+
+
+def test_get_logger_never_adds_a_handler(receiver: OTLPReceiver) -> None:
+    """get_logger() on every request adds no handler anywhere."""
+    _init(receiver)
+    before = {
+        name: list(logging.getLogger(name).handlers) for name in ("", "catalogue")
+    }
+    for _ in range(100):
+        showmax_otel.get_logger("catalogue")
+        showmax_otel.get_logger()
+
+    after = {name: list(logging.getLogger(name).handlers) for name in before}
+    assert after == before
+
+
+def test_init_from_many_threads_builds_one_pipeline(receiver: OTLPReceiver) -> None:
+    """Concurrent init_telemetry() calls from threads return one object."""
+    results: list[showmax_otel.Telemetry] = []
+    barrier = threading.Barrier(8)
+
+    def call() -> None:
+        barrier.wait(5)
+        results.append(_init(receiver))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert len(results) == 8
+    assert len({id(t) for t in results}) == 1
+    assert len(_bridges()) == 1
+
+
+def test_a_second_call_with_other_options_warns_and_changes_nothing(
+    receiver: OTLPReceiver,
+) -> None:
+    """Asking for different options later warns once, naming them."""
+    telemetry = _init(receiver)
+    with pytest.warns(ConfigurationWarning, match="service_name"):
+        again = showmax_otel.init_telemetry(service_name="other")
+
+    assert again is telemetry
+    assert telemetry.settings.service_name == "tests"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"protocol": "http"}, "'protocol' must be one of", id="protocol"),
+        pytest.param(
+            {"bsp_max_queue_size": 0},
+            "'bsp_max_queue_size' must be a whole",
+            id="queue",
+        ),
+        pytest.param(
+            {"traces_sampler_arg": 2},
+            "'traces_sampler_arg' must be a number from 0",
+            id="ratio",
+        ),
+        pytest.param({"headers": "novalue"}, "<hidden>", id="secret-not-echoed"),
+    ],
+)
+def test_bad_options_raise_naming_option_value_and_what_is_accepted(
+    options: dict[str, object], message: str
+) -> None:
+    """A bad keyword raises at init with the option, the rule and the value."""
+    with pytest.raises(ValueError, match=message):
+        showmax_otel.init_telemetry(**options)
+    assert not _state.is_configured()
+
+
+def test_an_unknown_option_suggests_the_right_name() -> None:
+    """A misspelt option raises TypeError with a did-you-mean."""
+    with pytest.raises(TypeError, match="did you mean 'service_name'"):
+        showmax_otel.init_telemetry(servce_name="x")
+
+
+def test_a_bad_environment_value_warns_and_falls_back(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invalid OTEL_* value warns with the variable's name and uses the default."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "lots")
+    with pytest.warns(ConfigurationWarning, match="OTEL_BSP_MAX_QUEUE_SIZE='lots'"):
+        telemetry = _init(receiver)
+
+    assert telemetry.settings.bsp_max_queue_size == 2048
+
+
+def test_environment_variables_configure_the_pipeline(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options left out come from the standard OTEL_* variables."""
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "region=af-south-1")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "20")
+    telemetry = showmax_otel.init_telemetry()
+    showmax_otel.get_logger("app").warning("configured by env")
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    resource = receiver.logs()[0].resource
+    assert resource["service.name"] == "from-env"
+    assert resource["region"] == "af-south-1"
+
+
+def test_sdk_disabled_sets_nothing_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SDK_DISABLED=true gives a Telemetry with no provider and no handler."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    telemetry = showmax_otel.init_telemetry()
+
+    assert telemetry.tracer_provider is None
+    assert _bridges() == []
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert telemetry.shutdown(1)
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_it(receiver: OTLPReceiver) -> None:
+    """Past the queue size the oldest record is dropped and counted as queue_full."""
+    receiver.hold_responses(True)
+    telemetry = _init(
+        receiver,
+        blrp_max_queue_size=100,
+        blrp_max_export_batch_size=100,
+        timeout_seconds=1,
+    )
+    logger = showmax_otel.get_logger("burst")
+    for number in range(1000):
+        logger.warning("record %d", number)
+
+    stats = telemetry.stats()["logs"]
+    assert stats["emitted"] == 1000
+    assert stats["dropped"].get("queue_full", 0) >= 800
+    receiver.hold_responses(False)
+
+
+def test_a_collector_that_never_answers_cannot_hold_a_request_or_shutdown(
+    receiver: OTLPReceiver,
+) -> None:
+    """With a blackhole collector, logging returns and shutdown keeps its bound."""
+    receiver.hold_responses(True)
+    _init(receiver, timeout_seconds=30)
+    logger = showmax_otel.get_logger("app")
+    tracer = trace.get_tracer("tests")
+
+    started = time.monotonic()
+    for number in range(600):
+        with tracer.start_as_current_span("request"):
+            logger.warning("request %d", number)
+    request_path_seconds = time.monotonic() - started
+
+    started = time.monotonic()
+    delivered = showmax_otel.shutdown_telemetry(timeout_seconds=1.0)
+    shutdown_seconds = time.monotonic() - started
+    receiver.hold_responses(False)
+
+    assert delivered is False
+    # Loose bounds: the request path never waited for the 30 s export timeout.
+    assert request_path_seconds < 10
+    assert shutdown_seconds < 3
+    stats = _state.current()
+    assert stats is not None
+    counted = stats.stats()["logs"]
+    assert counted["exported"] + sum(counted["dropped"].values()) == 600
+
+
+def test_shutdown_is_harmless_before_init_and_twice(receiver: OTLPReceiver) -> None:
+    """shutdown_telemetry() before init and a second time return True."""
+    assert showmax_otel.shutdown_telemetry() is True
+    _init(receiver)
+    showmax_otel.get_logger().warning("last words")
+
+    assert showmax_otel.shutdown_telemetry(5) is True
+    assert showmax_otel.shutdown_telemetry(5) is True
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+
+
+def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean,
+    )
+
+
+def test_importing_the_package_does_nothing() -> None:
+    """`import showmax_otel` starts no thread and loads no ssl, grpc or requests."""
+    result = _run_python(
+        """
+        import json, sys, threading
+        before = threading.active_count()
+        import showmax_otel
+        from opentelemetry import trace
+        print(json.dumps({
+            "threads": threading.active_count() - before,
+            "loaded": sorted(m for m in ("ssl", "grpc", "requests", "urllib3")
+                             if m in sys.modules),
+            "provider": type(trace.get_tracer_provider()).__name__,
+            "handlers": len(__import__("logging").getLogger().handlers),
+        }))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == {
+        "threads": 0,
+        "loaded": [],
+        "provider": "ProxyTracerProvider",
+        "handlers": 0,
+    }
+
+
+def test_records_logged_just_before_exit_reach_the_collector(
+    receiver: OTLPReceiver,
+) -> None:
+    """What a process logs right before a normal exit is exported at exit."""
+    result = _run_python(
+        f"""
+        import showmax_otel
+        showmax_otel.init_telemetry(endpoint={receiver.http_endpoint!r})
+        log = showmax_otel.get_logger("app")
+        for n in range(300):
+            log.warning("final %d", n)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 300, 10)
+    assert len(receiver.logs()) == 300
+
+
+def test_grpc_export_reaches_the_receiver(receiver: OTLPReceiver) -> None:
+    """protocol='grpc' ships spans and records over OTLP/gRPC."""
+    telemetry = showmax_otel.init_telemetry(
+        service_name="tests", endpoint=receiver.grpc_endpoint, protocol="grpc"
+    )
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("over-grpc"):
+        showmax_otel.get_logger("app").warning("over grpc")
+    assert telemetry.force_flush(10)
+
+    assert receiver.wait_for(lambda r: r.logs() and r.spans(), 10)
+    assert {r.protocol for r in receiver.requests()} == {"grpc"}
+    assert receiver.logs()[0].trace_id == receiver.spans()[0].trace_id
