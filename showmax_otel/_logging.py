@@ -106,8 +106,10 @@ class BridgeHandler(_InstrumentationHandler):
         max_attribute_bytes: int = 65536,
         redactor: Redactor | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
+        before_emit: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(level=level, logger_provider=logger_provider)
+        self._before_emit = before_emit
         self._limit = max_attribute_bytes
         self._redact = (redactor or Redactor((), ())).text
         self._on_error = on_error
@@ -120,6 +122,10 @@ class BridgeHandler(_InstrumentationHandler):
         record.__dict__[_SHIPPED] = True
 
         return super().filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._before_emit()
+        super().emit(record)
 
     def _get_attributes(
         self, record: logging.LogRecord
@@ -287,6 +293,7 @@ def install_bridge(
     max_attribute_bytes: int,
     redactor: Redactor,
     on_error: Callable[[str, BaseException], None],
+    before_emit: Callable[[], None],
 ) -> _Bridge:
     handler = BridgeHandler(
         logger_provider=logger_provider,
@@ -294,6 +301,7 @@ def install_bridge(
         max_attribute_bytes=max_attribute_bytes,
         redactor=redactor,
         on_error=on_error,
+        before_emit=before_emit,
     )
     bridge = _Bridge(handler, extra_loggers)
     bridge.ensure()

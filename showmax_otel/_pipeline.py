@@ -208,12 +208,15 @@ class ExportQueue:
         try:
             while True:
                 woken = self._wake.acquire(timeout=self._schedule_delay_seconds)
+                # Read once: a stop that arrives after this line has released
+                # the wake lock, so the next turn drains and then returns.
+                stopping = self._stopping
                 flush_target = self._flush_requested
-                drain = self._stopping or flush_target > self._flush_done
+                drain = stopping or flush_target > self._flush_done
                 self._export_available(everything=drain, timer_fired=not woken)
                 self._flush_done = flush_target
                 self._maybe_report()
-                if self._stopping:
+                if stopping:
                     return
         finally:
             detach(token)

@@ -2,14 +2,20 @@
 
 Exception messages and stack traces are kept, since they are what an
 engineer needs, but any URL inside them has the values of secret-looking
-query parameters replaced. A parameter is secret-looking when its name
-contains one of the configured words, case-insensitively.
+query parameters replaced, and so has the password of a URL that carries
+one (`https://user:password@host/`). A parameter is secret-looking when its
+name contains one of the configured words, case-insensitively; a header is
+secret when its name is one of the configured names, case-insensitively.
+
+The same rules apply to attributes named after headers the way the HTTP
+semantic conventions name captured headers
+(`http.request.header.authorization`, `http.response.header.set-cookie`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode
 
 __all__ = ["REDACTED", "Redactor"]
@@ -17,7 +23,14 @@ __all__ = ["REDACTED", "Redactor"]
 REDACTED = "REDACTED"
 
 # name=value pairs after a '?' or '&' inside any text (a URL in a message).
-_PAIR_IN_TEXT = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s?;]+)=(?P<value>[^&#\s;'\"]*)")
+_PAIR_IN_TEXT = re.compile(
+    r"(?P<lead>[?&;])(?P<name>[^=&#\s?;]+)=(?P<value>[^&#\s;'\"]*)"
+)
+# scheme://user:password@ inside any text; the user name is kept.
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<lead>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*):(?P<password>[^/@\s]+)@"
+)
+_HEADER_ATTRIBUTE_PREFIXES = ("http.request.header.", "http.response.header.")
 
 
 class Redactor:
@@ -25,14 +38,30 @@ class Redactor:
 
     def __init__(self, params: Iterable[str], headers: Iterable[str]) -> None:
         self._param_words = tuple(p.lower() for p in params if p)
-        self._headers = frozenset(h.lower() for h in headers if h)
+        self._headers = frozenset(h.lower().replace("_", "-") for h in headers if h)
 
     def is_secret_param(self, name: str) -> bool:
         lowered = name.lower()
         return any(word in lowered for word in self._param_words)
 
     def is_secret_header(self, name: str) -> bool:
-        return name.lower() in self._headers
+        return name.lower().replace("_", "-") in self._headers
+
+    def is_secret_attribute(self, key: str) -> bool:
+        """Whether an attribute carries a secret header, by the HTTP conventions."""
+        lowered = key.lower()
+        for prefix in _HEADER_ATTRIBUTE_PREFIXES:
+            if lowered.startswith(prefix):
+                return self.is_secret_header(lowered[len(prefix) :])
+
+        return False
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """A copy of `headers` with the values of secret ones replaced."""
+        return {
+            name: REDACTED if self.is_secret_header(name) else value
+            for name, value in headers.items()
+        }
 
     def query(self, query_string: str) -> str:
         """A query string with secret-looking values replaced."""
@@ -48,7 +77,13 @@ class Redactor:
         return urlencode(cleaned, safe="{}/:")
 
     def text(self, text: str) -> str:
-        """Any text, with secret-looking query values in URLs replaced."""
+        """Any text, with secrets in the URLs it contains replaced.
+
+        Two kinds: values of secret-looking query parameters, and the
+        password part of `scheme://user:password@host`.
+        """
+        if "@" in text and "://" in text:
+            text = _PASSWORD_IN_URL.sub(rf"\g<lead>:{REDACTED}@", text)
         if "=" not in text or not self._param_words:
             return text
 

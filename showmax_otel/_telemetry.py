@@ -123,8 +123,17 @@ class Telemetry:
                 stacklevel=3,
             )
 
+    def check_process(self) -> None:
+        """Notice a fork before the next span or record takes its resource.
+
+        Runs before each span is created (through the sampler) and before
+        each record is translated (in the bridge): a getpid() and a compare.
+        """
+        if os.getpid() != self._resource_pid:
+            self.on_new_process()
+
     def on_new_process(self) -> None:
-        """Called in a forked child by the first queue that notices the fork."""
+        """In a forked child: give the providers' resource this process's pid."""
         pid = os.getpid()
         if pid == self._resource_pid:
             return
@@ -205,7 +214,7 @@ def _build(settings: Settings) -> Telemetry:
     if isinstance(current, trace.ProxyTracerProvider):
         tracer_provider = TracerProvider(
             resource=resource,
-            sampler=_sampler(settings),
+            sampler=_ForkAwareSampler(_sampler(settings), telemetry.check_process),
             shutdown_on_exit=False,
         )
         trace.set_tracer_provider(tracer_provider)
@@ -246,6 +255,7 @@ def _build(settings: Settings) -> Telemetry:
         max_attribute_bytes=settings.max_attribute_bytes,
         redactor=telemetry.redactor,
         on_error=report,
+        before_emit=telemetry.check_process,
     )
 
     return telemetry
@@ -263,6 +273,27 @@ def _may_start_worker() -> bool:
     from . import _servers
 
     return _servers.may_start_worker()
+
+
+class _ForkAwareSampler:
+    """Delegates to the configured sampler after checking for a fork.
+
+    The sampler is the one hook the SDK calls before it creates a span, and
+    so before the span takes the provider's resource: checking here gives
+    the first span of a forked uWSGI worker (whose fork runs no Python
+    at-fork hook) its own `process.pid`.
+    """
+
+    def __init__(self, inner: Any, check_process: Any) -> None:
+        self._inner = inner
+        self._check_process = check_process
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_process()
+        return self._inner.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return str(self._inner.get_description())
 
 
 def _sampler(settings: Settings) -> Any:

@@ -456,3 +456,74 @@ def test_grpc_export_reaches_the_receiver(receiver: OTLPReceiver) -> None:
     assert receiver.wait_for(lambda r: r.logs() and r.spans(), 10)
     assert {r.protocol for r in receiver.requests()} == {"grpc"}
     assert receiver.logs()[0].trace_id == receiver.spans()[0].trace_id
+
+
+def test_init_from_many_greenlets_builds_one_pipeline(receiver: OTLPReceiver) -> None:
+    """Under gevent, concurrent init_telemetry() calls return one object."""
+    result = _run_python(
+        f"""
+        from gevent import monkey; monkey.patch_all()
+        import json, logging, gevent, showmax_otel
+        from showmax_otel._logging import BridgeHandler
+        def call(n):
+            gevent.sleep(0)
+            t = showmax_otel.init_telemetry(endpoint={receiver.http_endpoint!r})
+            showmax_otel.get_logger("greenlet").warning("greenlet %d", n)
+            return id(t)
+        jobs = [gevent.spawn(call, n) for n in range(20)]
+        gevent.joinall(jobs, timeout=30)
+        bridges = [h for h in logging.getLogger().handlers
+                   if isinstance(h, BridgeHandler)]
+        print(json.dumps({{"ids": len({{j.value for j in jobs}}),
+                          "bridges": len(bridges),
+                          "flushed": showmax_otel.shutdown_telemetry(10)}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "ids": 1,
+        "bridges": 1,
+        "flushed": True,
+    }
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 20, 10)
+    assert sorted(r.body for r in receiver.logs()) == sorted(
+        f"greenlet {n}" for n in range(20)
+    )
+
+
+def test_a_forked_child_exports_its_own_records_with_its_own_pid(
+    receiver: OTLPReceiver,
+) -> None:
+    """After os.fork() the child ships its records under its pid; the parent too."""
+    result = _run_python(
+        f"""
+        import json, os, showmax_otel
+        showmax_otel.init_telemetry(endpoint={receiver.http_endpoint!r},
+                                    blrp_schedule_delay_millis=50)
+        log = showmax_otel.get_logger("fork")
+        log.warning("parent before fork")
+        pid = os.fork()
+        if pid == 0:
+            log.warning("child")
+            ok = showmax_otel.shutdown_telemetry(10)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        log.warning("parent after fork")
+        print(json.dumps({{"child": pid, "parent": os.getpid(),
+                          "child_status": status,
+                          "flushed": showmax_otel.shutdown_telemetry(10)}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["child_status"] == 0
+    assert report["flushed"] is True
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 3, 10)
+    by_body = {r.body: r.resource["process.pid"] for r in receiver.logs()}
+    assert by_body == {
+        "parent before fork": report["parent"],
+        "child": report["child"],
+        "parent after fork": report["parent"],
+    }
+    assert len(receiver.logs()) == 3

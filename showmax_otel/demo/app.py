@@ -12,11 +12,13 @@ Routes:
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from showmax_otel import get_logger
 
-CATALOGUE = {
+CATALOGUE: dict[int, dict[str, Any]] = {
     item_id: {
         "id": item_id,
         "title": title,
