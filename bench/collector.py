@@ -180,8 +180,13 @@ class Collector:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 """Quiet: the harness reads stdout."""
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        class QuietServer(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                """A client that hangs up (a killed worker) is not news here."""
+
+        server = QuietServer(("127.0.0.1", 0), Handler)
         self.http_port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
 

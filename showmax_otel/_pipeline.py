@@ -37,6 +37,8 @@ from opentelemetry.context import (
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ._exporters import ExportOutcome
+
 __all__ = [
     "ExportQueue",
     "LogQueueProcessor",
@@ -135,6 +137,11 @@ class ExportQueue:
         self._exported = 0
         self._export_failures = 0
         self._dropped: dict[str, int] = collections.Counter()
+        # Records written to the on-disk spool, sent from it, and cut to fit.
+        self._spooled = 0
+        self._replayed = 0
+        self._truncated = 0
+        self._last_error: str | None = None
         self._in_flight = 0
         self._flush_requested = 0
         self._flush_done = 0
@@ -214,6 +221,8 @@ class ExportQueue:
                 flush_target = self._flush_requested
                 drain = stopping or flush_target > self._flush_done
                 self._export_available(everything=drain, timer_fired=not woken)
+                if not stopping and len(self._queue) < self._max_batch_size:
+                    self._export_spooled()
                 self._flush_done = flush_target
                 self._maybe_report()
                 if stopping:
@@ -255,13 +264,42 @@ class ExportQueue:
         if self._stopped:
             # shutdown() gave up on this batch and already counted it.
             return
+        if isinstance(result, ExportOutcome):
+            self._count_outcome(result)
+            return
         if getattr(result, "name", "") == "SUCCESS":
             with self._counter_lock:
                 self._exported += len(batch)
         else:
             self._count_failure(EXPORT_FAILED, len(batch))
 
+    def _export_spooled(self) -> None:
+        """Give the exporter's spool, if it has one, a turn while the queue is low."""
+        on_idle = getattr(self._exporter, "on_idle", None)
+        if on_idle is None:
+            return
+        try:
+            outcome = on_idle()
+        except Exception as error:  # noqa: BLE001 - reported; the spool keeps its files
+            self._internal_error(f"sending spooled {self.signal}", error)
+            return
+        if outcome is not None:
+            self._count_outcome(outcome)
+
     # -- counting and reporting ----------------------------------------------
+
+    def _count_outcome(self, outcome: ExportOutcome) -> None:
+        """Counts from an exporter that says what became of each record."""
+        with self._counter_lock:
+            self._exported += outcome.exported
+            self._replayed += outcome.replayed
+            self._spooled += outcome.spooled
+            self._truncated += outcome.truncated
+            self._export_failures += outcome.failed_attempts
+            for reason, count in outcome.dropped.items():
+                self._dropped[reason] += count
+            if outcome.error is not None:
+                self._last_error = outcome.error
 
     def _count_drop(self, reason: str, count: int) -> None:
         with self._counter_lock:
@@ -290,12 +328,14 @@ class ExportQueue:
         self._reported = state
         # Our own logger is never bridged, so this cannot feed the pipeline.
         _logger.warning(
-            "showmax_otel: %s: %d dropped so far %s, %d failed exports; "
-            "see Telemetry.stats()",
+            "showmax_otel: %s: %d dropped so far %s, %d failed exports, "
+            "%d spooled; last error: %s; see Telemetry.stats()",
             self.signal,
             dropped,
             dict(self._dropped),
             self._export_failures,
+            self._spooled,
+            self._last_error,
         )
 
     def stats(self) -> dict[str, Any]:
@@ -306,6 +346,9 @@ class ExportQueue:
                 "queued": len(self._queue) + self._in_flight,
                 "dropped": dict(self._dropped),
                 "export_failures": self._export_failures,
+                "spooled": self._spooled,
+                "replayed": self._replayed,
+                "truncated": self._truncated,
             }
 
     # -- flush and shutdown --------------------------------------------------

@@ -191,6 +191,7 @@ def _build(settings: Settings) -> Telemetry:
     # the application holds the import lock.
     for signal in ("traces", "logs"):
         _exporters.preload(settings, signal)
+    _exporters.warn_about_settings(settings)
 
     report = telemetry.report_internal_error
 

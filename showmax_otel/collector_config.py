@@ -13,6 +13,15 @@ The command is ``showmax-otel check-collector-config [FILE ...]``. Several
 files are merged in order, as ``otelcol-contrib --config A --config B`` merges
 them. Where the schema folder cannot be found, the checks that need no schema
 still run and a note says where the folder was looked for.
+
+Limitation: this is a reading of the config, not the collector's own
+validation. Components missing from the schema index are reported but their
+keys go unchecked; values that Go types parse themselves (levels, component
+IDs, enums) are not type-checked; cross-field rules are those written here
+(the collector has more); a host taken from ``${env:...}`` is judged by its
+default only; and the deployment files are read in the forms this repository
+uses (compose volumes, ``k8s/*.yaml`` workloads, a unit's ``[Service]``
+lines). ``otelcol-contrib validate`` on the pinned binary remains the final word.
 """
 
 from __future__ import annotations
@@ -139,10 +148,12 @@ class Finding:
         return self.severity in _FAILING
 
     def format(self) -> str:
-        location = self.file or "<config>"
-        if self.line:
+        location = self.file
+        if location and self.line:
             location = f"{location}:{self.line}"
-        text = f"{location}: {self.severity}: {self.where}: {self.message}"
+        text = f"{self.severity}: {self.where}: {self.message}"
+        if location:
+            text = f"{location}: {text}"
         if self.fix:
             text += f"\n    fix: {self.fix}"
 
@@ -1367,6 +1378,24 @@ class _Checker:
                 for path, server in _servers(config):
                     self._check_listener((kind, name) + path, kind, server)
 
+        # The collector's own Prometheus endpoint is a listener too.
+        telemetry = _get(self.data, ("service", "telemetry", "metrics", "readers"))
+        for index, reader in enumerate(
+            telemetry if isinstance(telemetry, list) else []
+        ):
+            reader_path: Path_ = ("service", "telemetry", "metrics", "readers", index)
+            prometheus = _get(reader, ("pull", "exporter", "prometheus"))
+            host = prometheus.get("host") if isinstance(prometheus, dict) else None
+            if isinstance(host, str) and _classify_host(host)[0] == "wildcard":
+                self.add(
+                    ERROR,
+                    reader_path + ("pull", "exporter", "prometheus", "host"),
+                    f"the collector's own metrics listen on all interfaces ({host}) "
+                    "without TLS or auth",
+                    "use `host: localhost`, or the pod or host address that the "
+                    "scraper reaches",
+                )
+
     def _check_listener(self, path: Path_, kind: str, server: dict[str, Any]) -> None:
         endpoint = server.get("endpoint")
         if not isinstance(endpoint, str):
@@ -2027,15 +2056,29 @@ class _DeploymentChecker:
             )
         for path, workload in workloads:
             self._check_workload(path, workload, config_maps, generated_env)
+        # What reaches the container is the targetPort (a number, or a name of
+        # a container port), which defaults to the port.
+        named: dict[str, int] = {}
+        for _, workload in workloads:
+            pod = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for container in pod.get("containers") or []:
+                for port in (container or {}).get("ports") or []:
+                    if (
+                        isinstance(port, dict)
+                        and port.get("name")
+                        and isinstance(port.get("containerPort"), int)
+                    ):
+                        named[str(port["name"])] = port["containerPort"]
         service_ports: set[int] = set()
         for _, service in services:
             for port in (service.get("spec") or {}).get("ports") or []:
-                if isinstance(port, dict):
-                    target = port.get("targetPort", port.get("port"))
-                    if isinstance(target, int):
-                        service_ports.add(target)
-                    if isinstance(port.get("port"), int):
-                        service_ports.add(port["port"])
+                if not isinstance(port, dict):
+                    continue
+                target = port.get("targetPort", port.get("port"))
+                if isinstance(target, str):
+                    target = named.get(target)
+                if isinstance(target, int):
+                    service_ports.add(target)
         for port, source in sorted(self.facts.receiver_ports.items()):
             if port not in service_ports:
                 self.add(
@@ -2541,7 +2584,8 @@ def check_config(
             _schema_missing_note(looked_in, explicit=schema_dir is not None)
         )
 
-    display_root = paths[0].resolve().parent
+    # Paths are shown relative to the current directory, as a shell user typed them.
+    display_root = Path.cwd().resolve()
     try:
         findings += _check_files(paths, schemas, collector_version, display_root)
     except _ConfigFileError as exc:
@@ -2553,7 +2597,10 @@ def check_config(
             paths[0], folder, schemas, collector_version, display_root
         )
 
-    return _deduplicate(findings)
+    return sorted(
+        _deduplicate(findings),
+        key=lambda finding: (finding.file, finding.line or 0),
+    )
 
 
 def _schema_missing_note(looked_in: list[Path], *, explicit: bool) -> Finding:

@@ -495,6 +495,27 @@ class Settings:
         _parse_bool,
         "SHOWMAX_OTEL_RAISE_INTERNAL_ERRORS",
     )
+    spool_directory: str | None = _option(
+        None,
+        "Directory where export requests the collector did not take wait, on "
+        "disk, until it takes them; unset: no spool, such records are dropped "
+        "and counted.",
+        _parse_str,
+        "SHOWMAX_OTEL_SPOOL_DIRECTORY",
+    )
+    spool_max_bytes: int = _option(
+        64 * 1024 * 1024,
+        "Largest size of the spool, per signal; the oldest requests are dropped "
+        "and counted to make room.",
+        _parse_positive_int,
+        "SHOWMAX_OTEL_SPOOL_MAX_BYTES",
+    )
+    spool_max_age_seconds: float = _option(
+        3600.0,
+        "Spooled requests older than this are dropped unsent, and counted.",
+        _parse_non_negative_float,
+        "SHOWMAX_OTEL_SPOOL_MAX_AGE_SECONDS",
+    )
 
     def changed_from(self, other: Settings) -> list[str]:
         """Names of the options whose values differ from `other`'s."""

@@ -36,6 +36,7 @@ __all__ = [
     "LogView",
     "OTLPReceiver",
     "ReceivedRequest",
+    "ReceiverTLS",
     "SpanView",
     "reset_telemetry",
     "spans_by_trace",
@@ -94,6 +95,21 @@ class ReceivedRequest:
     headers: dict[str, str]
     size_bytes: int
     items: int
+    # Whether the request came over TLS (the receiver was started with tls=).
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class ReceiverTLS:
+    """Certificate and key the receiver serves TLS with.
+
+    With `client_ca_file`, a client must present a certificate signed by
+    that CA (mutual TLS); without one, the handshake fails.
+    """
+
+    certificate_file: str
+    key_file: str
+    client_ca_file: str | None = None
 
 
 def _any_value(value: Any) -> Any:
@@ -195,9 +211,22 @@ class OTLPReceiver:
     collector that hangs.
     """
 
-    def __init__(self, *, http: bool = True, grpc: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        http: bool = True,
+        grpc: bool = True,
+        http_port: int = 0,
+        grpc_port: int = 0,
+        tls: ReceiverTLS | None = None,
+    ) -> None:
         self._want_http = http
         self._want_grpc = grpc
+        # 0 lets the kernel choose; a fixed port lets a test restart a
+        # receiver where exporters already point.
+        self._wanted_http_port = http_port
+        self._wanted_grpc_port = grpc_port
+        self._tls = tls
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._spans: list[SpanView] = []
@@ -239,11 +268,13 @@ class OTLPReceiver:
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.grpc_port}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self.grpc_port}"
 
     # -- what arrived --------------------------------------------------------
 
@@ -331,6 +362,7 @@ class OTLPReceiver:
             headers=headers,
             size_bytes=len(payload),
             items=len(spans) + len(logs),
+            tls=self._tls is not None,
         )
         with self._changed:
             self._spans.extend(spans)
@@ -376,8 +408,12 @@ class OTLPReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 """Keep the test output quiet."""
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self._wanted_http_port), Handler)
         server.daemon_threads = True
+        if self._tls is not None:
+            server.socket = _server_ssl_context(self._tls).wrap_socket(
+                server.socket, server_side=True
+            )
         self._http_server = server
         self.http_port = server.server_address[1]
         threading.Thread(
@@ -438,9 +474,44 @@ class OTLPReceiver:
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
-        self.grpc_port = server.add_insecure_port("127.0.0.1:0")
+        address = f"127.0.0.1:{self._wanted_grpc_port}"
+        if self._tls is None:
+            self.grpc_port = server.add_insecure_port(address)
+        else:
+            self.grpc_port = server.add_secure_port(
+                address, _grpc_server_credentials(self._tls)
+            )
         server.start()
         self._grpc_server = server
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _server_ssl_context(tls: ReceiverTLS) -> Any:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.certificate_file, tls.key_file)
+    if tls.client_ca_file:
+        context.load_verify_locations(tls.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+
+    return context
+
+
+def _grpc_server_credentials(tls: ReceiverTLS) -> Any:
+    import grpc
+
+    return grpc.ssl_server_credentials(
+        [(_read_bytes(tls.key_file), _read_bytes(tls.certificate_file))],
+        root_certificates=(
+            _read_bytes(tls.client_ca_file) if tls.client_ca_file else None
+        ),
+        require_client_auth=bool(tls.client_ca_file),
+    )
 
 
 def spans_by_trace(
@@ -483,7 +554,13 @@ def _serve(argv: list[str] | None = None) -> int:
         prog="python -m showmax_otel.testing",
         description="Run an OTLP receiver on 127.0.0.1 and print what arrives.",
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--http-port", type=int, default=0, help="HTTP port (default: any free one)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=0, help="gRPC port (default: any free one)"
+    )
+    args = parser.parse_args(argv)
     seen = 0
 
     def count(receiver: OTLPReceiver) -> int:
@@ -492,7 +569,7 @@ def _serve(argv: list[str] | None = None) -> int:
     def more_than(seen: int) -> Callable[[OTLPReceiver], bool]:
         return lambda receiver: count(receiver) > seen
 
-    with OTLPReceiver() as receiver:
+    with OTLPReceiver(http_port=args.http_port, grpc_port=args.grpc_port) as receiver:
         print(
             json.dumps(
                 {"http": receiver.http_endpoint, "grpc": receiver.grpc_endpoint}
