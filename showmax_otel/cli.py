@@ -27,27 +27,25 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[..., int]]]:
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="showmax-otel",
-        description="OpenTelemetry for Falcon services on uWSGI and gunicorn with gevent.",
+        description="OpenTelemetry for Falcon services on uWSGI and gunicorn "
+        "with gevent.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    runners: dict[str, Callable[..., int]] = {}
     for name, (module_name, help_text) in _COMMANDS.items():
-        module = import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        runners[name] = module.run
+        sub.set_defaults(module_name=module_name)
+        # Only the chosen command's module is imported: `showmax-otel
+        # check-collector-config` should not load gevent or Falcon.
+        if args_list[:1] == [name]:
+            import_module(module_name).add_arguments(sub)
+    args = parser.parse_args(args_list)
+    run: Callable[[argparse.Namespace], int] = import_module(args.module_name).run
 
-    return parser, runners
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, runners = _parser()
-    args = parser.parse_args(argv)
-
-    return runners[args.command](args)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def _report(
                     f"trace {trace_id[:12]}  {span.name:<28} {status}  "
                     f"{span.duration_seconds * 1000:7.2f} ms"
                 )
-            for record in trace_logs:
+            for record in sorted(trace_logs, key=lambda r: r.time_unix_nano):
                 print(f"    {record.severity_text:<7} {record.scope}: {_body(record)}")
         if wrong_status:
             print(f"unexpected statuses: {wrong_status}")

@@ -28,7 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="http/protobuf")
     args = parser.parse_args(argv)
 
+    import logging
+
     import showmax_otel
+
+    # The catalogue's own records are INFO; the root logger's default
+    # level (WARNING) would keep them from any handler, the bridge included.
+    logging.getLogger("catalogue").setLevel(logging.INFO)
 
     telemetry = showmax_otel.init_telemetry(
         service_name="catalogue-demo",
