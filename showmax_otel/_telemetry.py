@@ -9,6 +9,8 @@ import time
 import warnings
 from typing import Any
 
+from opentelemetry.sdk.trace.sampling import Sampler
+
 from . import _state
 from ._pipeline import ExportQueue, LogQueueProcessor, SpanQueueProcessor
 from ._redaction import Redactor
@@ -276,7 +278,7 @@ def _may_start_worker() -> bool:
     return _servers.may_start_worker()
 
 
-class _ForkAwareSampler:
+class _ForkAwareSampler(Sampler):
     """Delegates to the configured sampler after checking for a fork.
 
     The sampler is the one hook the SDK calls before it creates a span, and
@@ -297,7 +299,7 @@ class _ForkAwareSampler:
         return str(self._inner.get_description())
 
 
-def _sampler(settings: Settings) -> Any:
+def _sampler(settings: Settings) -> Sampler:
     from opentelemetry.sdk.trace import sampling
 
     ratio = settings.traces_sampler_arg
