@@ -11,13 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "Telemetry",
+    "context_bound",
     "get_logger",
     "init_telemetry",
     "instrument_app",
     "shutdown_telemetry",
+    "spawn",
 ]
 
 if TYPE_CHECKING:
+    from ._context import context_bound, spawn
     from ._logging import get_logger
     from ._telemetry import Telemetry, init_telemetry, shutdown_telemetry
     from .falcon import instrument_app
@@ -28,6 +31,8 @@ _LAZY = {
     "shutdown_telemetry": "._telemetry",
     "get_logger": "._logging",
     "instrument_app": ".falcon",
+    "spawn": "._context",
+    "context_bound": "._context",
 }
 
 

@@ -17,7 +17,9 @@ from apps.falcon_routes import APP_LOGGER, build_app
 
 from showmax_otel import init_telemetry
 from showmax_otel.falcon.testing import (
+    RequestTelemetry,
     make_traceparent,
+    request_telemetry,
     wait_for_request,
 )
 from showmax_otel.testing import OTLPReceiver
@@ -70,6 +72,16 @@ ROWS = {
         "GET",
         "/crash",
         "GET /crash",
+        500,
+        ERROR,
+        ("RuntimeError",),
+        ("RuntimeError",),
+        "ERROR",
+    ),
+    "exception with exception args": Row(
+        "GET",
+        "/crash-nested",
+        "GET /crash-nested",
         500,
         ERROR,
         ("RuntimeError",),
@@ -183,3 +195,185 @@ def test_route_table(receiver: OTLPReceiver, asgi: bool, row: Row) -> None:
     else:
         assert "http.route" not in access
     seen.assert_correlated()
+
+
+def test_unsampled_parent_is_continued_in_records(receiver: OTLPReceiver) -> None:
+    """An unsampled traceparent: no span leaves, records keep its trace id, flags 0."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+
+    trace_id, headers = make_traceparent(sampled=False)
+    assert _send(app, "GET", "/crash", headers).status_code == 500
+    assert telemetry.force_flush(5.0)
+    seen = request_telemetry(receiver, trace_id)
+
+    assert seen.spans == []
+    assert len(seen.access_logs) == 1
+    assert len(seen.exception_logs) == 1
+    for record in (*seen.access_logs, *seen.exception_logs):
+        assert record.trace_flags & 1 == 0
+        assert record.span_id == seen.access_logs[0].span_id != ""
+
+
+def test_request_without_traceparent_starts_a_trace(receiver: OTLPReceiver) -> None:
+    """Without a traceparent the server span is a root and the records follow it."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    _send(build_app(), "GET", "/items/1")
+    assert telemetry.force_flush(5.0)
+    receiver.wait_for(lambda r: len(r.spans()) == 1 and len(r.logs()) == 1, 10)
+
+    (span,) = receiver.spans()
+    (record,) = receiver.logs()
+    assert span.parent_span_id == ""
+    assert record.trace_flags & 1 == 1  # sampled; bit 2 says "random id"
+    assert (record.trace_id, record.span_id) == (span.trace_id, span.span_id)
+
+
+def test_escaping_exception_is_recorded_once(receiver: OTLPReceiver) -> None:
+    """An error handler that re-raises: one record, a 500 span, an access log."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+
+    def reraise(req: Any, resp: Any, ex: Exception, params: Any) -> None:
+        raise ex
+
+    app.add_error_handler(RuntimeError, reraise)
+    trace_id, headers = make_traceparent()
+    with pytest.raises(RuntimeError, match="crashed"):
+        _send(app, "GET", "/crash", headers)
+    assert telemetry.force_flush(5.0)
+    seen = wait_for_request(receiver, trace_id)
+
+    assert seen.server_span is not None
+    assert seen.server_span.status_code == ERROR
+    assert seen.server_span.attributes["http.response.status_code"] == 500
+    assert [r.attributes["exception.type"] for r in seen.exception_logs] == [
+        "RuntimeError"
+    ]
+    assert [r.severity_text for r in seen.access_logs] == ["ERROR"]
+    seen.assert_correlated()
+
+
+def test_secrets_never_leave(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secret query values are redacted; Authorization and cookies never appear."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    monkeypatch.setenv(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ".*"
+    )
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+
+    class CookieMiddleware:
+        def process_response(
+            self, req: Any, resp: Any, resource: Any, req_succeeded: bool
+        ) -> None:
+            resp.set_cookie("session", "cookie-secret")
+            resp.set_header("X-Served-By", "test")
+
+    app.add_middleware(CookieMiddleware())
+    trace_id, headers = make_traceparent()
+    headers.update(
+        {
+            "Authorization": "Bearer header-secret",
+            "Cookie": "session=cookie-secret",
+            "X-Request-Id": "r-1",
+        }
+    )
+    _send(app, "GET", "/ok?page=2&access_token=query-secret&API_KEY=k2", headers)
+    assert telemetry.force_flush(5.0)
+    seen = wait_for_request(receiver, trace_id)
+
+    span = seen.server_span
+    assert span is not None
+    assert (
+        span.attributes["url.query"] == "page=2&access_token=REDACTED&API_KEY=REDACTED"
+    )
+    assert span.attributes["http.request.header.x_request_id"] == ["r-1"]
+    assert span.attributes["http.response.header.x_served_by"] == ["test"]
+    access = seen.access_logs[0]
+    assert access.attributes["url.query"] == span.attributes["url.query"]
+    assert "query-secret" not in access.body
+    everything = repr((span, access))
+    for secret in ("header-secret", "cookie-secret", "query-secret", "k2"):
+        assert secret not in everything
+    for name in ("authorization", "cookie", "set_cookie"):
+        assert not any(key.endswith("." + name) for key in span.attributes)
+
+
+def test_excluded_urls_get_no_span_and_no_access_log(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_PYTHON_FALCON_EXCLUDED_URLS silences matching paths (health checks)."""
+    monkeypatch.setenv("OTEL_PYTHON_FALCON_EXCLUDED_URLS", "items/.*")
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+
+    excluded_id, excluded_headers = make_traceparent()
+    _send(app, "GET", "/items/3", excluded_headers)
+    seen = _request(receiver, telemetry, app, "/ok")
+
+    assert len(seen.spans) == 1
+    assert request_telemetry(receiver, excluded_id).spans == []
+    assert [r.body for r in receiver.logs() if "/items/" in str(r.body)] == []
+
+
+@pytest.mark.parametrize(
+    ("options", "logger_name", "expected"),
+    [
+        ({"access_log": False}, "falcon.access", 0),
+        ({"access_logger_name": "service.access"}, "service.access", 1),
+    ],
+    ids=["switched-off", "renamed"],
+)
+def test_access_log_options(
+    receiver: OTLPReceiver, options: dict[str, Any], logger_name: str, expected: int
+) -> None:
+    """The access log can be switched off or sent to another logger."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint, **options)
+    app = build_app()
+
+    trace_id, headers = make_traceparent()
+    _send(app, "GET", "/ok", headers)
+    assert telemetry.force_flush(5.0)
+    seen = wait_for_request(
+        receiver, trace_id, access_logger=logger_name, access_log=bool(expected)
+    )
+
+    assert len(seen.access_logs) == expected
+    assert seen.other_logs == []
+
+
+def test_internal_failure_never_breaks_the_request(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of ours is counted and reported; the response is the app's."""
+    from showmax_otel.falcon._observer import RequestObserver
+
+    def broken(self: Any, state: Any) -> None:
+        raise RuntimeError("access log failed")
+
+    monkeypatch.setattr(RequestObserver, "_log_access", broken)
+    monkeypatch.setenv("SHOWMAX_OTEL_RAISE_INTERNAL_ERRORS", "false")
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+
+    seen = _request(receiver, telemetry, app, "/ok", access_log=False)
+
+    assert seen.server_span is not None
+    assert telemetry.stats()["internal_errors"] == 1
+
+
+def _request(
+    receiver: OTLPReceiver,
+    telemetry: Any,
+    app: Any,
+    path: str,
+    access_log: bool = True,
+) -> RequestTelemetry:
+    trace_id, headers = make_traceparent()
+    assert _send(app, "GET", path, headers).status_code == 200
+    assert telemetry.force_flush(5.0)
+
+    return wait_for_request(receiver, trace_id, access_log=access_log)

@@ -207,10 +207,13 @@ def _report(
 ) -> int:
     server = [s for s in spans if s.kind == "SPAN_KIND_SERVER"]
     access = [r for r in logs if r.scope == "falcon.access"]
+    # Exception records by their logger: a 5xx access log is ERROR too.
     errors = [
         r
         for r in logs
-        if r.severity_text == "ERROR" and "exception.stacktrace" in r.attributes
+        if r.scope == "falcon.error"
+        and r.severity_text == "ERROR"
+        and "exception.stacktrace" in r.attributes
     ]
     server_traces = {s.trace_id for s in server}
     uncorrelated = [r for r in logs if r.trace_id not in server_traces]

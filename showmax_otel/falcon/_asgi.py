@@ -5,6 +5,8 @@ attributes follow the stable HTTP semantic conventions (the opentelemetry
 ASGI instrumentation is not a dependency, so the old attribute names that
 `OTEL_SEMCONV_STABILITY_OPT_IN=http/dup` adds for WSGI are not produced
 here). WebSocket and lifespan events pass through untouched.
+
+Limitation: WebSocket connections get no span and no access log.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ same and the swap is allowed), and one middleware is added. Apps built
 after `init_telemetry()` get this from a wrapper around `falcon.App.__init__`
 (the class in `falcon.app`, which every app class, ASGI included, derives
 from), so the import style does not matter.
+
+Limitation: after instrumentation `type(app)` is the generated subclass
+(same name, module and qualified name); code that tests `type(app) is
+falcon.App` instead of `isinstance()` sees a different class. An app class
+whose `__init__` never calls `falcon.App.__init__` is not instrumented
+automatically; `instrument_app()` still works on its instances.
 """
 
 from __future__ import annotations

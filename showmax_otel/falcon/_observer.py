@@ -242,14 +242,22 @@ class RequestObserver:
     ) -> tuple[RequestState, Any, Any]:
         """Start the span and make it current; returns (state, token, token)."""
         method = sanitize_method(method)
+        # Limitation: an excluded URL (OTEL_PYTHON_FALCON_EXCLUDED_URLS) gets
+        # no span and no access log; an exception there still gets its
+        # record, but with no span to correlate it with.
+        if self.excluded_urls is not None and self.excluded_urls.url_disabled(path):
+            excluded = RequestState(
+                trace.INVALID_SPAN, method, path, "", client_address, user_agent, True
+            )
+            return excluded, None, None
+
+        # Redacted once; the span and the access log share the result.
+        if query:
+            query = self.redactor.query(query)
+        self._clean_attributes(attributes, query)
         state = RequestState(
             trace.INVALID_SPAN, method, path, query, client_address, user_agent, False
         )
-        if self.excluded_urls is not None and self.excluded_urls.url_disabled(path):
-            state.excluded = True
-            return state, None, None
-
-        self._clean_attributes(attributes)
         span, parent_token = _start_internal_or_server_span(
             tracer=self.tracer,
             span_name="HTTP" if method == "_OTHER" else method,
@@ -264,20 +272,29 @@ class RequestObserver:
         return state, span_token, parent_token
 
     def finish(self, state: RequestState, span_token: Any, parent_token: Any) -> None:
-        """Name the span, set its status, write the access log, end the span."""
+        """Name the span, set its status, write the access log, end the span.
+
+        Each step runs even when the one before it failed: a broken access
+        log must not lose the span, nor leave it current.
+        """
+        span = state.span
         try:
-            span = state.span
-            if span.is_recording():
-                self._complete_span(state, span)
+            try:
+                if span.is_recording():
+                    self._complete_span(state, span)
+            except Exception as error:  # noqa: BLE001 - reported; the rest goes on
+                report_internal_error("completing the span of a Falcon request", error)
             if self.access_logger is not None and not state.excluded:
                 self._log_access(state)
-            if not state.excluded:
-                span.end()
         finally:
-            if span_token is not None:
-                context.detach(span_token)
-            if parent_token is not None:
-                context.detach(parent_token)
+            try:
+                if not state.excluded:
+                    span.end()
+            finally:
+                if span_token is not None:
+                    context.detach(span_token)
+                if parent_token is not None:
+                    context.detach(parent_token)
 
     def _complete_span(self, state: RequestState, span: Any) -> None:
         route = state.route
@@ -303,7 +320,16 @@ class RequestObserver:
     def on_exception(
         self, state: RequestState, error: BaseException, status_code: int
     ) -> None:
-        """An exception ended in `status_code`; record it when that is a 5xx."""
+        """An exception ended in `status_code`; record it when that is a 5xx.
+
+        Limitation: only an `Exception` gets an ERROR record. A
+        `BaseException` that ends a request (GreenletExit from a killed
+        greenlet, SystemExit from a worker timeout) is recorded on the span
+        and left to the server, which decides whether anything was sent.
+        Limitation: when the application logs the exception itself only
+        after our record was written (from its own middleware, say), both
+        records stay.
+        """
         if status_code < 500:
             return
         if state.error is None or isinstance(error, Exception):
@@ -348,16 +374,34 @@ class RequestObserver:
         }
         if state.route:
             extra["http.route"] = state.route
-        logger.error(
+
+        # The record points at the line that raised, not at this one, so a
+        # plain text formatter shows where the failure was.
+        pathname, lineno, function = "", 0, None
+        frame = error.__traceback__
+        if frame is not None:
+            while frame.tb_next is not None:
+                frame = frame.tb_next
+            code = frame.tb_frame.f_code
+            pathname, lineno, function = code.co_filename, frame.tb_lineno, code.co_name
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            pathname,
+            lineno,
             "%s %s failed with %d: %s: %s",
-            state.method,
-            state.route or state.path,
-            status_code,
-            type(error).__name__,
-            self.redactor.text(_safe_str(error)),
-            exc_info=(type(error), error, error.__traceback__),
+            (
+                state.method,
+                state.route or state.path,
+                status_code,
+                type(error).__name__,
+                self.redactor.text(_safe_str(error)),
+            ),
+            (type(error), error, error.__traceback__),
+            func=function,
             extra=extra,
         )
+        logger.handle(record)
 
     # -- access log ----------------------------------------------------------------
 
@@ -381,8 +425,8 @@ class RequestObserver:
             "http.server.request.duration": duration_seconds,
         }
         target = state.path
-        if state.query:
-            query = self.redactor.query(state.query)
+        query = state.query
+        if query:
             extra["url.query"] = query
             target = f"{target}?{query}"
         if state.route:
@@ -394,24 +438,29 @@ class RequestObserver:
             extra["client.address"] = state.client_address
         if state.user_agent:
             extra["user_agent.original"] = state.user_agent
-        logger.log(
+        # makeRecord() and handle() are what Logger.log() calls, minus the
+        # stack walk that finds the caller: that would always be this line.
+        record = logger.makeRecord(
+            logger.name,
             level,
+            "",
+            0,
             "%s %s %d %.1fms",
-            state.method,
-            target,
-            code,
-            duration_seconds * 1000,
+            (state.method, target, code, duration_seconds * 1000),
+            None,
             extra=extra,
         )
+        logger.handle(record)
 
     # -- attributes -----------------------------------------------------------------
 
-    def _clean_attributes(self, attributes: MutableMapping[str, Any]) -> None:
+    def _clean_attributes(
+        self, attributes: MutableMapping[str, Any], redacted_query: str
+    ) -> None:
         """Redact secret-looking query values wherever a URL landed."""
         redactor = self.redactor
-        query = attributes.get("url.query")
-        if query:
-            attributes["url.query"] = redactor.query(query)
+        if "url.query" in attributes:
+            attributes["url.query"] = redacted_query
         for key in ("http.target", "http.url", "url.full"):
             value = attributes.get(key)
             if value and "?" in value:

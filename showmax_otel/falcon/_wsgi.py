@@ -1,4 +1,12 @@
-"""The WSGI side: what an instrumented `falcon.App` does around each request."""
+"""The WSGI side: what an instrumented `falcon.App` does around each request.
+
+Limitation: the span ends when Falcon returns the body iterable; an
+exception raised later, while the server iterates a streamed body, gets no
+exception event and no exception record.
+Limitation: Falcon's default handler still writes the traceback of an
+unhandled exception to `wsgi.errors` (the server's error stream, which is
+not `logging`), beside the exception record; no bridge sees that copy.
+"""
 
 from __future__ import annotations
 

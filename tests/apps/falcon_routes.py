@@ -59,6 +59,10 @@ def _crash(req: Any, resp: Any) -> None:
     raise RuntimeError("crashed while calling http://inventory/?token=s3cret&page=2")
 
 
+def _crash_nested(req: Any, resp: Any) -> None:
+    raise RuntimeError(ValueError("an exception whose argument is an exception"))
+
+
 def _unavailable(req: Any, resp: Any) -> None:
     resp.status = falcon.HTTP_503
     resp.media = {"retry": True}
@@ -97,6 +101,7 @@ ROUTES: dict[str, Callable[..., None]] = {
     "/mapped": _mapped,
     "/fatal-mapped": _fatal_mapped,
     "/crash": _crash,
+    "/crash-nested": _crash_nested,
     "/unavailable": _unavailable,
     "/http-503": _http_5xx,
     "/logs-oddities": _logs_oddities,
