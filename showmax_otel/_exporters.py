@@ -15,23 +15,29 @@ what is contradictory or invalid; `warn_about_settings()` turns each of
 those into one `ConfigurationWarning` at init. Nothing here ever prints a
 header value, nor the password of an endpoint URL.
 
-The exporters are the SDK's, wrapped in an `OTLPSender` that encodes each
-batch once and:
+The exporters are the SDK's (for their transport, TLS, compression and
+retries), wrapped in an `OTLPSender` that encodes each batch once, with
+the package's own encoder (`_encoding`), and sends those very bytes:
 
-- keeps every request under `max_request_bytes` (the collector's gRPC
+- every request stays under `max_request_bytes` (the collector's gRPC
   receiver refuses messages over 4 MiB by default): a batch that encodes
   larger is split in halves until each part fits, and a single record that
   alone is too large has its longest strings cut, with a marker, or is
   dropped and counted when cutting cannot make it fit;
-- on a failed export, writes the encoded request to the on-disk spool when
-  one is configured, and sends the spool back, oldest first, once the
-  collector answers again;
-- reports what became of each batch (`ExportOutcome`) so that the queue
-  counts every record as exported, spooled or dropped with its reason;
-- keeps the SDK exporters' own per-batch error logs out of the
-  application's log output while it exports: their message becomes the
-  `error` of the outcome, which the queue reports at most once per
-  interval.
+- spans lose secrets before they leave, whichever instrumentation made
+  them: secret query values and URL passwords in URL attributes and
+  exception texts, and the values of captured secret headers;
+- with a spool configured, a request the collector did not take is written
+  to disk and sent again, oldest first, once it answers; each attempt is a
+  single one then, and after a failure fresh batches go straight to disk
+  until a probe succeeds, so an outage costs the export thread
+  milliseconds and the queue nothing;
+- what became of each batch comes back as an `ExportOutcome`, so that the
+  queue counts every record as exported, spooled or dropped with its
+  reason;
+- the SDK exporters' own per-batch error lines are kept out of the
+  application's log output while we export: the reason becomes the
+  outcome's `error`, which the queue reports at most once per interval.
 
 The exporter classes are imported inside the functions, so that importing
 the package never imports requests, urllib3, ssl or grpc.
@@ -50,11 +56,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._redaction import Redactor
+from ._redaction import REDACTED, Redactor
 from .options import ConfigurationWarning, Settings
 
 __all__ = [
     "OVERSIZED",
+    "UNENCODABLE",
     "ExportOutcome",
     "ExportPlan",
     "OTLPSender",
@@ -75,7 +82,15 @@ _STANDARD_PORTS = {"4317": "grpc", "4318": "http/protobuf"}
 
 # Drop reasons added to the queue's own (see _pipeline).
 OVERSIZED = "oversized"
+UNENCODABLE = "unencodable"
 _EXPORT_FAILED = "export_failed"
+
+# The spool's probes: a replay of the oldest spooled request, with a short
+# timeout; an attempt slower than _SLOW_ATTEMPT_SECONDS makes the next one
+# wait longer, up to _LONGEST_PROBE_INTERVAL_SECONDS.
+_PROBE_TIMEOUT_SECONDS = 2.0
+_SLOW_ATTEMPT_SECONDS = 0.5
+_LONGEST_PROBE_INTERVAL_SECONDS = 30.0
 
 _TRUNCATION_MARK = "...[truncated by showmax_otel]"
 # Strings shorter than this are never cut: they are not what makes a record
@@ -478,8 +493,11 @@ def preload(settings: Settings, signal: str) -> None:
     else:
         import opentelemetry.exporter.otlp.proto.http._log_exporter
         import opentelemetry.exporter.otlp.proto.http.trace_exporter
-    import opentelemetry.exporter.otlp.proto.common._log_encoder
-    import opentelemetry.exporter.otlp.proto.common.trace_encoder  # noqa: F401
+    # The request messages, for the slow paths (cutting, scrubbing, replay).
+    import opentelemetry.proto.collector.logs.v1.logs_service_pb2
+    import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
+
+    from . import _encoding  # noqa: F401
 
 
 def build_exporter(settings: Settings, signal: str) -> Any:
@@ -513,7 +531,8 @@ def build_exporter(settings: Settings, signal: str) -> Any:
         max_request_bytes=settings.max_request_bytes,
         spool=spool,
         probe_interval_seconds=probe_interval,
-        redact=Redactor(settings.redacted_params, settings.redacted_headers).text,
+        timeout_seconds=plan.timeout_seconds,
+        redactor=Redactor(settings.redacted_params, settings.redacted_headers),
     )
 
 
@@ -601,41 +620,65 @@ def _grpc_exporter(plan: ExportPlan) -> Any:
 
 
 def _grpc_exporter_class(signal: str) -> Any:
-    """The SDK's gRPC exporter, taught to send a request already encoded.
+    """The SDK's gRPC exporter, taught to send a request already serialized.
 
     The mixin turns a batch into a request with `_translate_data()` and
-    then sends it with retries and reconnection; accepting a request there
-    is what lets the sender encode once, split, cut and replay.
+    sends it through `self._client.Export` with retries and reconnection.
+    Here the stub takes bytes as they are (no serializer), and a batch is
+    encoded by our encoder: the sender encodes once, and what it measured,
+    cut or spooled is what goes on the wire.
+
+    Limitation: these are private hooks of opentelemetry-exporter-otlp-proto-
+    grpc (`_initialize_channel_and_stub`, `_client`, `_translate_data`,
+    `_export`); the gRPC tests of this package pin them against a real
+    receiver, so an SDK release that renames them fails there first.
     """
+    from . import _encoding
+
     base: Any
-    request_type: Any
+    encode: Callable[[Sequence[Any]], bytes]
     if signal == "traces":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as base,
         )
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest as request_type,
+            ExportTraceServiceResponse as response_type,
         )
+
+        method = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        encode = _encoding.encode_spans
     else:
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
             OTLPLogExporter as base,
         )
         from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-            ExportLogsServiceRequest as request_type,
+            ExportLogsServiceResponse as response_type,
         )
 
-    class RequestExporter(base):
-        def _translate_data(self, data: Any) -> Any:
-            if isinstance(data, request_type):
+        method = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+        encode = _encoding.encode_logs
+
+    class _BytesStub:
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                method, response_deserializer=response_type.FromString
+            )
+
+    class BytesExporter(base):
+        def _initialize_channel_and_stub(self) -> None:
+            super()._initialize_channel_and_stub()
+            self._client = _BytesStub(self._channel)
+
+        def _translate_data(self, data: Any) -> bytes:
+            if isinstance(data, bytes):
                 return data
-            return super()._translate_data(data)
+            return encode(data)
 
         def _count_data(self, data: Any) -> int:
-            if isinstance(data, request_type):
-                return _count_items(data)
-            return int(super()._count_data(data))
+            # Only the SDK's optional self-metrics use this count.
+            return 0 if isinstance(data, bytes) else len(data)
 
-    return RequestExporter
+    return BytesExporter
 
 
 def _grpc_credentials(plan: ExportPlan) -> Any:
@@ -668,8 +711,9 @@ class ExportOutcome:
 
     `exported` records reached the collector; `replayed` spooled records
     reached it; `spooled` records were written to the spool; `dropped`
-    counts the lost ones by reason; `failed_attempts` counts requests the
-    collector did not take, and `error` is the last reason given.
+    counts the lost ones by reason; `truncated` records were cut to fit;
+    `failed_attempts` counts requests the collector did not take, and
+    `error` is the last reason given.
     """
 
     __slots__ = (
@@ -776,15 +820,28 @@ class OTLPSender:
         max_request_bytes: int,
         spool: Any = None,
         probe_interval_seconds: float = 1.0,
-        redact: Callable[[str], str] = lambda text: text,
+        timeout_seconds: float = _DEFAULT_TIMEOUT_SECONDS,
+        redactor: Redactor | None = None,
     ) -> None:
         self.exporter = exporter
         self.signal = signal
         self.spool = spool
         self._max_request_bytes = max_request_bytes
-        self._probe_interval_seconds = max(probe_interval_seconds, 0.01)
-        self._redact = redact
+        self._base_probe_interval = max(probe_interval_seconds, 0.01)
+        self._probe_interval_seconds = self._base_probe_interval
+        self._timeout_seconds = timeout_seconds
+        # With a spool, the spool is the retry: each request gets one
+        # attempt, so that a collector that refuses connections costs
+        # milliseconds, not the SDK's backoff of up to the whole timeout,
+        # while the queue fills. Without one, the SDK's retries are the
+        # only second chance, and are kept.
+        self._single_attempt = spool is not None
+        self._redactor = redactor or Redactor((), ())
+        self._redact = self._redactor.text
         self._encode, self._decode = _codec(signal)
+        self._secret_markers = (
+            _SecretMarkers(self._redactor) if signal == "traces" else None
+        )
         self._grpc = protocol == "grpc"
         self._healthy = True
         self._next_probe = 0.0
@@ -797,13 +854,13 @@ class OTLPSender:
         outcome = ExportOutcome()
         self._catcher.thread = threading.get_ident()
         try:
-            for request, count in self._requests(batch, outcome):
+            for payload, count in self._payloads(batch, outcome):
                 if self.spool is not None and self._breaker_open():
                     # The collector failed a moment ago: the spool is
                     # quicker than another timeout, and loses nothing.
-                    self._spool_payload(request.SerializeToString(), count, outcome)
+                    self._spool_payload(payload, count, outcome)
                     continue
-                self._deliver(request, count, outcome)
+                self._deliver(payload, count, outcome)
         finally:
             self._catcher.thread = None
 
@@ -816,7 +873,7 @@ class OTLPSender:
         outcome = ExportOutcome()
         self._catcher.thread = threading.get_ident()
         try:
-            self._replay(outcome, budget_seconds=min(self._probe_interval_seconds, 1.0))
+            self._replay(outcome, budget_seconds=min(self._base_probe_interval, 1.0))
         finally:
             self._catcher.thread = None
 
@@ -833,14 +890,14 @@ class OTLPSender:
 
     # -- requests that fit ---------------------------------------------------
 
-    def _requests(
+    def _payloads(
         self, batch: Sequence[Any], outcome: ExportOutcome
-    ) -> Iterator[tuple[Any, int]]:
-        """Encoded requests of at most `max_request_bytes`, with their record counts.
+    ) -> Iterator[tuple[bytes, int]]:
+        """Serialized requests of at most `max_request_bytes`, with record counts.
 
-        The common case costs one encoding and one `ByteSize()`. A batch
-        that is too large is split in halves, each encoded again, until
-        every part fits or holds one record, which is then cut or dropped.
+        The common case costs one encoding and a `len()`. A batch that
+        encodes larger is split in halves, each encoded again, until every
+        part fits or holds one record, which is then cut or dropped.
         """
         limit = self._max_request_bytes
         pending: list[Sequence[Any]] = [batch]
@@ -848,31 +905,52 @@ class OTLPSender:
             part = pending.pop()
             if not part:
                 continue
-            request = self._encode(part)
-            if request.ByteSize() <= limit:
-                yield request, len(part)
+            try:
+                payload = self._encode(part)
+            except Exception as error:  # noqa: BLE001 - one bad record, not a bad batch
+                # One record the encoder cannot take (an attribute of a
+                # type no instrumentation should produce, say) would take
+                # the whole batch with it: halve until it is found.
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    pending.append(part[middle:])
+                    pending.append(part[:middle])
+                else:
+                    outcome.drop(UNENCODABLE, 1)
+                    outcome.error = self._redact(f"cannot encode a record: {error!r}")
+                continue
+            if self._secret_markers is not None and self._secret_markers.found_in(
+                payload
+            ):
+                payload = self._scrubbed(payload)
+            if len(payload) <= limit:
+                yield payload, len(part)
                 continue
             if len(part) > 1:
                 middle = len(part) // 2
                 pending.append(part[middle:])
                 pending.append(part[:middle])
                 continue
+            request = self._decode(payload)
             if _cut_strings(request, limit):
                 outcome.truncated += 1
-                yield request, 1
+                yield request.SerializeToString(), 1
             else:
                 outcome.drop(OVERSIZED, 1)
 
+    def _scrubbed(self, payload: bytes) -> bytes:
+        request = self._decode(payload)
+        _scrub_spans(request, self._redactor)
+
+        return bytes(request.SerializeToString())
+
     # -- delivery -------------------------------------------------------------
 
-    def _deliver(self, request: Any, count: int, outcome: ExportOutcome) -> None:
-        if self._grpc:
-            sent, error, permanent = self._send_grpc(request)
-        else:
-            payload = request.SerializeToString()
-            sent, error, permanent = self._send_http_payload(payload)
+    def _deliver(self, payload: bytes, count: int, outcome: ExportOutcome) -> None:
+        started = time.monotonic()
+        sent, error, permanent = self._send(payload, self._timeout_seconds)
         if sent:
-            self._healthy = True
+            self._recovered()
             outcome.exported += count
             return
 
@@ -881,44 +959,126 @@ class OTLPSender:
         if permanent or self.spool is None:
             outcome.drop(_EXPORT_FAILED, count)
         else:
-            self._spool_payload(request.SerializeToString(), count, outcome)
+            self._spool_payload(payload, count, outcome)
         if not permanent:
-            self._healthy = False
-            self._next_probe = time.monotonic() + self._probe_interval_seconds
+            self._failed(time.monotonic() - started)
 
     def _breaker_open(self) -> bool:
         return not self._healthy and time.monotonic() < self._next_probe
 
-    def _send_http_payload(self, payload: bytes) -> tuple[bool, str | None, bool]:
+    def _recovered(self) -> None:
+        self._healthy = True
+        self._probe_interval_seconds = self._base_probe_interval
+
+    def _failed(self, attempt_seconds: float) -> None:
+        """Wait a while before the next attempt; longer when attempts hang.
+
+        A refused connection is cheap to retry every schedule delay, which
+        is what resumes export promptly after a restart. An attempt that
+        took long (a collector that accepts and never answers) holds the
+        export thread while the queue fills, so the wait doubles, to 30 s.
+
+        Limitation: a collector that accepts connections and never answers
+        holds the export thread for a whole timeout on the first attempt
+        and for up to 2 s on each probe; records that arrive meanwhile
+        beyond the queue's size are dropped (counted as `queue_full`),
+        spool or not.
+        """
+        self._healthy = False
+        if attempt_seconds >= _SLOW_ATTEMPT_SECONDS:
+            self._probe_interval_seconds = min(
+                self._probe_interval_seconds * 2, _LONGEST_PROBE_INTERVAL_SECONDS
+            )
+        else:
+            self._probe_interval_seconds = self._base_probe_interval
+        self._next_probe = time.monotonic() + self._probe_interval_seconds
+
+    def _send(self, payload: bytes, timeout: float) -> tuple[bool, str | None, bool]:
+        """(sent, why not, whether sending it again is pointless)."""
         self._catcher.last_message = None
+        if self._grpc:
+            if self._single_attempt:
+                return self._send_grpc_once(payload, timeout)
+            return self._send_grpc(payload)
+        if self._single_attempt:
+            return self._send_http_once(payload, timeout)
+
+        return self._send_http(payload)
+
+    # Limitation: sending bytes we encoded goes through the SDK HTTP
+    # exporter's private client (`_client.export`, `_client._submit`,
+    # `_client._compress`, as of opentelemetry-exporter-otlp-proto-http
+    # 1.45); every HTTP test of this package sends through them against a
+    # real receiver, so a release that renames them fails there first.
+    def _send_http(self, payload: bytes) -> tuple[bool, str | None, bool]:
         result = self.exporter._client.export(payload)
         if result.success:
             return True, None, False
+
+        return self._http_failure(result.status_code, result.reason, result.error)
+
+    def _send_http_once(
+        self, payload: bytes, timeout: float
+    ) -> tuple[bool, str | None, bool]:
+        client = self.exporter._client
+        try:
+            result = client._submit(client._compress(payload), timeout)
+        except Exception as error:  # noqa: BLE001 - the transport's failure, reported
+            return False, self._redact(_describe(error) or repr(error)), False
         status = result.status_code
+        if status is not None and 200 <= status < 400:
+            return True, None, False
+
+        return self._http_failure(status, result.reason, result.error)
+
+    def _http_failure(
+        self, status: int | None, reason: str | None, error: BaseException | None
+    ) -> tuple[bool, str | None, bool]:
         if status is not None:
-            error = f"HTTP {status} {result.reason or ''}".strip()
+            text = f"HTTP {status} {reason or ''}".strip()
         else:
-            error = _describe(result.error) or self._catcher.last_message
+            text = (
+                _describe(error)
+                or self._catcher.last_message
+                or "the collector did not accept the request"
+            )
         # A request the collector calls malformed or too large fails again
         # however often it is sent.
         permanent = status in (400, 413)
 
-        return False, self._redact(error), permanent
+        return False, self._redact(text), permanent
 
-    def _send_grpc(self, request: Any) -> tuple[bool, str | None, bool]:
-        self._catcher.last_message = None
-        result = self.exporter._export(request)
+    def _send_grpc(self, payload: bytes) -> tuple[bool, str | None, bool]:
+        result = self.exporter._export(payload)
         if getattr(result, "name", "") == "SUCCESS":
             return True, None, False
         error = self._catcher.last_message or "the collector did not accept the request"
 
         return False, self._redact(error), False
 
-    def _send_payload(self, payload: bytes) -> tuple[bool, str | None, bool]:
-        if self._grpc:
-            return self._send_grpc(self._decode(payload))
+    def _send_grpc_once(
+        self, payload: bytes, timeout: float
+    ) -> tuple[bool, str | None, bool]:
+        import grpc
 
-        return self._send_http_payload(payload)
+        exporter = self.exporter
+        try:
+            exporter._client.Export(
+                request=payload, metadata=exporter._headers, timeout=timeout
+            )
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                # A channel that failed to connect waits out its own
+                # reconnection backoff (up to minutes); a new one connects
+                # at once when the collector is back. The SDK does the same.
+                exporter._channel.close()
+                exporter._initialize_channel_and_stub()
+            permanent = code == grpc.StatusCode.INVALID_ARGUMENT
+            text = f"gRPC {code.name}: {error.details()}"
+            return False, self._redact(text), permanent
+
+        return True, None, False
 
     # -- the spool --------------------------------------------------------------
 
@@ -945,9 +1105,14 @@ class OTLPSender:
                 outcome.drop(reason, lost)
             if entry is None:
                 return
+            started = time.monotonic()
             try:
                 payload = self.spool.read(entry)
-                sent, error, permanent = self._send_payload(payload)
+                # A file cut short by a crash must not reach the collector.
+                self._decode(payload)
+                sent, error, permanent = self._send(
+                    payload, min(self._timeout_seconds, _PROBE_TIMEOUT_SECONDS)
+                )
             except Exception as problem:  # noqa: BLE001 - a bad file, not a bad collector
                 self.spool.remove(entry)
                 outcome.drop(SPOOL_UNREADABLE, entry.records)
@@ -955,7 +1120,7 @@ class OTLPSender:
                 continue
             if sent:
                 self.spool.remove(entry)
-                self._healthy = True
+                self._recovered()
                 outcome.replayed += entry.records
                 continue
             outcome.failed_attempts += 1
@@ -965,9 +1130,88 @@ class OTLPSender:
                 outcome.drop(SPOOL_UNREADABLE, entry.records)
                 continue
             self.spool.release(entry)
-            self._healthy = False
-            self._next_probe = time.monotonic() + self._probe_interval_seconds
+            self._failed(time.monotonic() - started)
             return
+
+
+# Span attributes that carry URLs (old and new HTTP semantic conventions),
+# and event attributes that carry exception texts.
+_URL_ATTRIBUTES = frozenset({"url.full", "url.query", "http.url", "http.target"})
+_TEXT_ATTRIBUTES = frozenset({"exception.message", "exception.stacktrace"})
+
+
+class _SecretMarkers:
+    """A quick look at encoded spans: could they hold a secret to take out?
+
+    Parsing and re-serializing a request costs more than encoding it, so it
+    is done only when the bytes contain a secret header's attribute name, or
+    a URL or exception attribute together with a secret-looking parameter
+    or a password in a URL. A false alarm costs one parse.
+    """
+
+    _CARRIERS = (
+        b"url.full",
+        b"url.query",
+        b"http.url",
+        b"http.target",
+        b"exception.message",
+        b"exception.stacktrace",
+    )
+    _PASSWORD = re.compile(rb"://[^/@\s:]*:[^/@\s]+@")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._headers = tuple(
+            f"http.{side}.header.{name}".encode()
+            for side in ("request", "response")
+            for name in redactor.header_names
+        )
+        self._params = tuple(word.encode() for word in redactor.param_words)
+
+    def found_in(self, payload: bytes) -> bool:
+        lowered = payload.lower()
+        if any(marker in lowered for marker in self._headers):
+            return True
+        if not any(carrier in payload for carrier in self._CARRIERS):
+            return False
+        if any(word in lowered for word in self._params):
+            return True
+
+        return self._PASSWORD.search(payload) is not None
+
+
+def _scrub_spans(request: Any, redactor: Redactor) -> None:
+    """Take secrets out of spans, whichever instrumentation made them.
+
+    The last point before the process boundary: URL attributes lose secret
+    query values and passwords, captured secret headers lose their value,
+    and recorded exceptions keep their text but not the secrets in URLs in
+    it. Only the few attribute names that carry such things are looked at.
+    """
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                _scrub_attributes(span.attributes, redactor, _URL_ATTRIBUTES)
+                for event in span.events:
+                    _scrub_attributes(event.attributes, redactor, _TEXT_ATTRIBUTES)
+
+
+def _scrub_attributes(
+    attributes: Any, redactor: Redactor, text_keys: frozenset[str]
+) -> None:
+    for pair in attributes:
+        key = pair.key
+        value = pair.value
+        if key in text_keys:
+            if value.WhichOneof("value") == "string_value":
+                text = value.string_value
+                # url.query is a bare query string, with no '?' to find.
+                if key == "url.query":
+                    text = redactor.query(text)
+                value.string_value = redactor.text(text)
+        elif key.startswith("http.") and redactor.is_secret_attribute(key):
+            # Captured headers are string arrays by the conventions.
+            value.Clear()
+            value.string_value = REDACTED
 
 
 def _describe(error: BaseException | None) -> str | None:
@@ -988,38 +1232,22 @@ def _describe(error: BaseException | None) -> str | None:
 
 def _codec(
     signal: str,
-) -> tuple[Callable[[Sequence[Any]], Any], Callable[[bytes], Any]]:
+) -> tuple[Callable[[Sequence[Any]], bytes], Callable[[bytes], Any]]:
+    """Our encoder (batch to bytes) and the protobuf parser for the slow paths."""
+    from . import _encoding
+
     if signal == "traces":
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
-            encode_spans,
-        )
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
         )
 
-        return encode_spans, ExportTraceServiceRequest.FromString
+        return _encoding.encode_spans, ExportTraceServiceRequest.FromString
 
-    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
         ExportLogsServiceRequest,
     )
 
-    return encode_logs, ExportLogsServiceRequest.FromString
-
-
-def _count_items(request: Any) -> int:
-    if hasattr(request, "resource_spans"):
-        return sum(
-            len(scope.spans)
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-        )
-
-    return sum(
-        len(scope.log_records)
-        for resource in request.resource_logs
-        for scope in resource.scope_logs
-    )
+    return _encoding.encode_logs, ExportLogsServiceRequest.FromString
 
 
 def _is_repeated(descriptor: Any) -> bool:

@@ -110,6 +110,9 @@ class BridgeHandler(_InstrumentationHandler):
     ) -> None:
         super().__init__(level=level, logger_provider=logger_provider)
         self._before_emit = before_emit
+        # The upstream handler formats through self.format() when a formatter
+        # is set: ours turns a failed %-format into a readable body.
+        self.setFormatter(_MessageFormatter())
         self._limit = max_attribute_bytes
         self._redact = (redactor or Redactor((), ())).text
         self._on_error = on_error
@@ -124,8 +127,11 @@ class BridgeHandler(_InstrumentationHandler):
         return super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._before_emit()
-        super().emit(record)
+        try:
+            self._before_emit()
+            super().emit(record)
+        except Exception:  # noqa: BLE001 - handleError counts and reports it
+            self.handleError(record)
 
     def _get_attributes(
         self, record: logging.LogRecord
@@ -171,6 +177,31 @@ class BridgeHandler(_InstrumentationHandler):
         The upstream handler starts a new thread on every flush, and
         `logging.shutdown()` flushes every handler at exit.
         """
+
+
+class _MessageFormatter(logging.Formatter):
+    """The record's message alone, even when its arguments do not fit.
+
+    `logger.warning("%d items", "many")` makes the standard library print a
+    "--- Logging error ---" block to stderr and lose the record; the bridge
+    ships it instead, with the format and the arguments side by side.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            return record.getMessage()
+        except Exception as error:  # noqa: BLE001 - the caller's bug, not ours
+            return (
+                f"{_safe_repr(record.msg)} % {_safe_repr(record.args)} "
+                f"[the arguments do not fit the format: {type(error).__name__}]"
+            )
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the record
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _safe_str(value: object) -> str:

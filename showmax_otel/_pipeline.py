@@ -23,6 +23,7 @@ import collections
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,13 +35,23 @@ from opentelemetry.context import (
     detach,
     set_value,
 )
-from opentelemetry.sdk._logs import LogRecordProcessor
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk._logs import (
+    LogRecordProcessor,
+    SynchronousMultiLogRecordProcessor,
+)
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    Span,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+)
 
 from ._exporters import ExportOutcome
 
 __all__ = [
     "ExportQueue",
+    "GuardedLogRecordProcessors",
+    "GuardedSpanProcessors",
     "LogQueueProcessor",
     "SpanQueueProcessor",
     "native_allocate_lock",
@@ -83,7 +94,27 @@ def native_start_thread(target: Callable[[], None], name: str) -> None:
             pass
         target()
 
-    start_new_thread(run, ())
+    # Process-directed signals (SIGINT, SIGTERM, SIGHUP) must reach the main
+    # thread, where a server's event loop waits: one taken by this thread
+    # does not wake that loop (a uWSGI gevent worker then sat through SIGINT
+    # until the master killed it). A thread starts with its creator's mask.
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        start_new_thread(run, ())
+        return
+    previous = mask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+    try:
+        start_new_thread(run, ())
+    finally:
+        mask(signal.SIG_SETMASK, previous)
+
+
+# Signals sent to the process rather than raised by a faulting thread.
+_ASYNC_SIGNALS = frozenset(signal.valid_signals()) - {
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP")
+    if hasattr(signal, name)
+}
 
 
 def native_allocate_lock() -> Any:
@@ -464,3 +495,56 @@ class LogQueueProcessor(LogRecordProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.queue.force_flush(timeout_millis / 1000)
+
+
+class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
+    """A provider's span processors, none of which can fail a request.
+
+    The SDK calls each processor on the thread that starts or ends the span
+    and lets an exception from any of them (ours, or one an application
+    added) escape into the request. Here it goes to `on_error` instead
+    (`Telemetry.report_internal_error`: logged once per processor, or
+    raised under a test suite). A try costs nothing until it catches.
+    """
+
+    def __init__(self, on_error: Callable[[str, BaseException], None]) -> None:
+        super().__init__()
+        self._on_error = on_error
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        for processor in self._span_processors:
+            try:
+                processor.on_start(span, parent_context=parent_context)
+            except Exception as error:  # noqa: BLE001 - reported, the request goes on
+                self._on_error(f"{type(processor).__name__}.on_start", error)
+
+    def _on_ending(self, span: Span) -> None:
+        for processor in self._span_processors:
+            try:
+                processor._on_ending(span)
+            except Exception as error:  # noqa: BLE001 - reported, the request goes on
+                self._on_error(f"{type(processor).__name__}._on_ending", error)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self._span_processors:
+            try:
+                processor.on_end(span)
+            except Exception as error:  # noqa: BLE001 - reported, the request goes on
+                self._on_error(f"{type(processor).__name__}.on_end", error)
+
+
+class GuardedLogRecordProcessors(SynchronousMultiLogRecordProcessor):
+    """A provider's log record processors, none of which can fail a log call."""
+
+    def __init__(self, on_error: Callable[[str, BaseException], None]) -> None:
+        super().__init__()
+        self._on_error = on_error
+
+    def on_emit(self, log_record: Any) -> None:
+        for processor in self._log_record_processors:
+            try:
+                processor.on_emit(log_record)
+            except Exception as error:  # noqa: BLE001 - reported, the call goes on
+                self._on_error(f"{type(processor).__name__}.on_emit", error)
+
+    emit = on_emit

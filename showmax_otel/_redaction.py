@@ -40,6 +40,16 @@ class Redactor:
         self._param_words = tuple(p.lower() for p in params if p)
         self._headers = frozenset(h.lower().replace("_", "-") for h in headers if h)
 
+    @property
+    def param_words(self) -> tuple[str, ...]:
+        """The words that make a parameter secret, lowercase."""
+        return self._param_words
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        """The secret header names, lowercase."""
+        return self._headers
+
     def is_secret_param(self, name: str) -> bool:
         lowered = name.lower()
         return any(word in lowered for word in self._param_words)

@@ -20,6 +20,10 @@ written under a temporary name and renamed into place, and a sender claims
 a file by renaming it, so no request is sent twice by two processes and no
 half-written file is ever read.
 
+Limitation: counts are per process, files are per directory: a process
+that sends, expires or evicts a request another process spooled counts its
+records as its own (`replayed`, `spool_expired`, `spool_full`).
+
 Limitation: files are not fsync'ed; a power loss (not a process crash) can
 lose or truncate the newest ones. A truncated file fails to decode at the
 collector and is then deleted and counted as `spool_unreadable`.

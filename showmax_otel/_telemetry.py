@@ -12,7 +12,13 @@ from typing import Any
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from . import _state
-from ._pipeline import ExportQueue, LogQueueProcessor, SpanQueueProcessor
+from ._pipeline import (
+    ExportQueue,
+    GuardedLogRecordProcessors,
+    GuardedSpanProcessors,
+    LogQueueProcessor,
+    SpanQueueProcessor,
+)
 from ._redaction import Redactor
 from .options import ConfigurationWarning, Settings, load_settings
 
@@ -158,6 +164,9 @@ def _empty_stats() -> dict[str, Any]:
         "queued": 0,
         "dropped": {},
         "export_failures": 0,
+        "spooled": 0,
+        "replayed": 0,
+        "truncated": 0,
     }
 
 
@@ -219,6 +228,7 @@ def _build(settings: Settings) -> Telemetry:
             resource=resource,
             sampler=_ForkAwareSampler(_sampler(settings), telemetry.check_process),
             shutdown_on_exit=False,
+            active_span_processor=GuardedSpanProcessors(report),
         )
         trace.set_tracer_provider(tracer_provider)
     else:
@@ -240,7 +250,11 @@ def _build(settings: Settings) -> Telemetry:
 
     current_logs = get_logger_provider()
     if isinstance(current_logs, ProxyLoggerProvider):
-        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        logger_provider = LoggerProvider(
+            resource=resource,
+            shutdown_on_exit=False,
+            multi_log_record_processor=GuardedLogRecordProcessors(report),
+        )
         set_logger_provider(logger_provider)
     else:
         logger_provider = current_logs

@@ -183,9 +183,10 @@ def _option(
         "default": default,
     }
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata=metadata)
+        return field(default_factory=dict, metadata=metadata, repr=not secret)
 
-    return field(default=default, metadata=metadata)
+    # Secret options (headers carry tokens) are left out of repr(Settings).
+    return field(default=default, metadata=metadata, repr=not secret)
 
 
 _DEFAULT_REDACTED_PARAMS = (

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from showmax_otel import _state
 from showmax_otel.testing import OTLPReceiver, reset_telemetry
 
 
@@ -19,7 +20,16 @@ def clean_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SHOWMAX_OTEL_RAISE_INTERNAL_ERRORS", "true")
     reset_telemetry()
     yield
+    # Internal errors on the export thread cannot raise into the test; they
+    # are counted, and a count left at the end fails the test here.
+    telemetry = _state.current()
+    errors = telemetry.stats()["internal_errors"] if telemetry else 0
     reset_telemetry()
+    if errors:
+        pytest.fail(
+            f"showmax_otel counted {errors} internal error(s) in this test",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ from showmax_otel._exporters import configuration_problems, plan_export
 from showmax_otel.options import ConfigurationWarning, load_settings
 from showmax_otel.testing import OTLPReceiver, ReceiverTLS
 
-pytestmark = pytest.mark.servers
-
 _WAIT_SECONDS = 15.0
 
 

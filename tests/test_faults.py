@@ -8,6 +8,7 @@ timeout, the same properties show.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import statistics
 import time
@@ -16,9 +17,13 @@ from typing import Any
 
 import pytest
 from _receiver_process import ReceiverProcess
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from showmax_otel import Telemetry, init_telemetry
 from showmax_otel import _exporters as exporters_module
+from showmax_otel.testing import reset_telemetry
 
 _WAIT_SECONDS = 20.0
 _app_logger = logging.getLogger("tests.faults.app")
@@ -314,3 +319,106 @@ def test_failing_exporter_never_reaches_the_application_and_is_logged_once(
         # The export thread cannot raise into anyone: it logs every time, and
         # the count is what a test suite checks.
         assert len(errors) == 3
+    # These errors were provoked and checked: a suite-wide check for internal
+    # errors after each test must not count them.
+    reset_telemetry()
+
+
+# -- through the collector hop ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.collector
+@pytest.mark.skipif(
+    importlib.util.find_spec("rotel") is None,
+    reason="the rotel package is not installed",
+)
+def test_backend_outage_behind_the_collector_loses_nothing(
+    receiver_process: ReceiverProcess, outage_seconds: float = 2.0
+) -> None:
+    """app -> rotel -> backend: the backend stops and comes back; all arrives."""
+    from showmax_otel._rotel import start_rotel
+
+    with start_rotel(receiver_process.http_endpoint, protocol="http") as rotel:
+        telemetry = init_telemetry(
+            endpoint=rotel.http_endpoint,
+            traces_exporter="none",
+            blrp_schedule_delay_millis=100,
+        )
+        for i in range(50):
+            _app_logger.warning("before %d", i)
+        assert telemetry.force_flush(_WAIT_SECONDS)
+        assert receiver_process.wait_for(lambda r: len(r.logs()) == 50, _WAIT_SECONDS)
+
+        receiver_process.stop()
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < outage_seconds and sent < 1_000:
+            _app_logger.warning("during %d", sent)
+            sent += 1
+            if sent % 10 == 0:
+                time.sleep(0.02)  # a steady trickle across the outage
+        # The collector takes them: the app side has nothing to report.
+        assert telemetry.force_flush(_WAIT_SECONDS)
+        receiver_process.start()
+
+        assert receiver_process.wait_for(
+            lambda r: len(r.logs()) == 50 + sent, _WAIT_SECONDS * 2
+        )
+    stats = telemetry.stats()["logs"]
+    assert stats["dropped"] == {}
+    assert stats["exported"] == 50 + sent
+
+
+class _FailingSpanProcessor(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("span processor bug")
+
+
+class _FailingLogProcessor(LogRecordProcessor):
+    def on_emit(self, log_record: Any) -> None:
+        raise RuntimeError("log processor bug")
+
+    emit = on_emit
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_failing_processors_never_reach_the_request_and_are_logged_once(
+    receiver_process: ReceiverProcess, package_log: _Collect
+) -> None:
+    """A processor an application added that raises: spans and records still go."""
+    telemetry = init_telemetry(
+        endpoint=receiver_process.http_endpoint, raise_internal_errors=False
+    )
+    telemetry.tracer_provider.add_span_processor(_FailingSpanProcessor())
+    telemetry.logger_provider.add_log_record_processor(_FailingLogProcessor())
+    tracer = trace.get_tracer(__name__)
+
+    for i in range(3):
+        with tracer.start_as_current_span(f"request {i}"):
+            _app_logger.warning("inside request %d", i)
+    assert telemetry.force_flush(_WAIT_SECONDS)
+
+    assert receiver_process.wait_for(lambda r: len(r.items()) == 6, _WAIT_SECONDS)
+    assert telemetry.stats()["internal_errors"] == 6
+    errors = [r.getMessage() for r in package_log.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2
+    assert any("span processor bug" in message for message in errors)
+    assert any("log processor bug" in message for message in errors)
+    reset_telemetry()  # provoked and checked
+
+
+def test_failing_processor_is_raised_under_a_test_suite() -> None:
+    """With raise_internal_errors, a processor's failure cannot hide."""
+    telemetry = init_telemetry(endpoint="http://127.0.0.1:9", traces_exporter="none")
+    telemetry.tracer_provider.add_span_processor(_FailingSpanProcessor())
+
+    with pytest.raises(RuntimeError, match="span processor bug"):  # noqa: SIM117
+        with trace.get_tracer(__name__).start_as_current_span("request"):
+            pass
+    reset_telemetry()  # provoked and checked
