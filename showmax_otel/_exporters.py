@@ -493,6 +493,12 @@ def preload(settings: Settings, signal: str) -> None:
     else:
         import opentelemetry.exporter.otlp.proto.http._log_exporter
         import opentelemetry.exporter.otlp.proto.http.trace_exporter
+
+        # The HTTP exporters import requests (with ssl, urllib3 and some
+        # 130 modules) only when built. On the export thread that import
+        # can be under way when a pre-fork server forks, and the worker's
+        # copy of requests stays half-initialised for good.
+        import requests  # noqa: F401
     # The request messages, for the slow paths (cutting, scrubbing, replay).
     import opentelemetry.proto.collector.logs.v1.logs_service_pb2
     import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401

@@ -50,6 +50,7 @@ _NEVER_BRIDGED = frozenset(
 # Set on a LogRecord by the bridge; excluded from its attributes.
 _SHIPPED = "_showmax_otel_shipped"
 _TRUNCATION_MARK = "...[truncated by showmax_otel]"
+_CORRELATION_FIELDS = ("otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName")
 _MAX_INT = 2**63 - 1
 
 
@@ -138,6 +139,10 @@ class BridgeHandler(_InstrumentationHandler):
     ) -> tuple[dict[str, Any], str | None]:
         attributes, event_name = super()._get_attributes(record)
         attributes.pop(_SHIPPED, None)
+        # Log correlation (OTEL_PYTHON_LOG_CORRELATION) copies the ids into
+        # every record for console formats; the OTLP record has them already.
+        for injected in _CORRELATION_FIELDS:
+            attributes.pop(injected, None)
         limit = self._limit
         for key, value in attributes.items():
             if type(value) is not str or len(value) > limit:
@@ -297,12 +302,18 @@ def _wrap_config_functions(bridge: _Bridge) -> None:
         original = getattr(module, name)
 
         def wrapper(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            # basicConfig() does nothing when the root has a handler: take the
+            # bridge off for the call, so the application's own configuration
+            # (its console handler, its level) still happens.
+            telemetry = _state.current()
+            bridge = telemetry.bridge if telemetry is not None else None
+            if bridge is not None:
+                logging.getLogger().removeHandler(bridge.handler)
             try:
                 return __original(*args, **kwargs)
             finally:
-                telemetry = _state.current()
-                if telemetry is not None and telemetry.bridge is not None:
-                    telemetry.bridge.ensure()
+                if bridge is not None:
+                    bridge.ensure()
 
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
         wrapper.__doc__ = original.__doc__

@@ -360,13 +360,19 @@ def init_telemetry(**options: Any) -> Telemetry:
 
 def _after_build(telemetry: Telemetry) -> None:
     """The integrations: each guards itself and reports, never raises."""
-    from . import _servers
+    from . import _servers, doctor, server_logs
 
     _servers.after_init(telemetry)
+    server_logs.install_uwsgi_logvars(telemetry)
     if telemetry.settings.instrument_falcon:
         from .falcon import _instrument_falcon_class
 
         _instrument_falcon_class(telemetry)
+
+    # The same cheap, local checks as `showmax-otel doctor`, once, at init:
+    # a duplicate handler or late monkey-patching is best heard of at start.
+    for finding in doctor.init_time_findings(telemetry):
+        _logger.warning("showmax_otel: %s (fix: %s)", finding.problem, finding.fix)
 
 
 def _shutdown_at_exit() -> None:
