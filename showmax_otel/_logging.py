@@ -50,7 +50,12 @@ _NEVER_BRIDGED = frozenset(
 # Set on a LogRecord by the bridge; excluded from its attributes.
 _SHIPPED = "_showmax_otel_shipped"
 _TRUNCATION_MARK = "...[truncated by showmax_otel]"
-_CORRELATION_FIELDS = ("otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName")
+_CORRELATION_FIELDS = (
+    "otelTraceID",
+    "otelSpanID",
+    "otelTraceSampled",
+    "otelServiceName",
+)
 _MAX_INT = 2**63 - 1
 
 
@@ -222,6 +227,34 @@ def _current_exception() -> BaseException | None:
     return sys.exc_info()[1]
 
 
+class _OwnReportsFallback(logging.StreamHandler):
+    """Prints the package's own warnings when nothing else would.
+
+    The bridge never ships `showmax_otel.*` records, and once it sits on
+    the root logger Python's last-resort handler stays silent, so in an
+    application that configured no logging (the common case under uWSGI)
+    drop reports and internal errors would reach nobody. This handler, on
+    the `showmax_otel` logger, writes them to stderr unless a handler of
+    the application's own is on the root logger to do it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The record reached the `showmax_otel` logger; it goes on to the root
+        # when that logger propagates, and a handler of the application's
+        # there prints it.
+        if logging.getLogger("showmax_otel").propagate and any(
+            not _is_bridge(h) for h in logging.getLogger().handlers
+        ):
+            return False
+
+        return super().filter(record)
+
+
 class _Bridge:
     """Keeps one bridge handler where it belongs."""
 
@@ -281,6 +314,49 @@ def _point_instrumentor_at(handler: BridgeHandler) -> None:
         instrumentation._setup_logging_handler = original
 
     _state.on_reset(undo)
+
+
+def _make_foreign_bridges_ship_once() -> None:
+    """Let other OpenTelemetry bridge handlers ship a record only once too.
+
+    A hand-added `LoggingHandler` (the instrumentation's or the SDK's
+    deprecated one) on a named logger would ship every record a second
+    time. Their `filter` now honours and sets the same mark as ours, so
+    whichever bridge sees a record first ships it and the others skip it.
+    """
+    classes: list[type] = [_InstrumentationHandler]
+    try:
+        from opentelemetry.sdk._logs import LoggingHandler as SdkHandler
+
+        classes.append(SdkHandler)
+    except ImportError:
+        # Newer SDKs removed the deprecated handler: nothing to guard.
+        pass
+    for cls in classes:
+        original = cls.__dict__.get("filter")
+        if getattr(original, "_showmax_otel", False):
+            continue
+
+        def filter_once(
+            self: logging.Handler, record: logging.LogRecord, __cls: type = cls
+        ) -> Any:
+            if not isinstance(self, BridgeHandler):
+                if record.__dict__.get(_SHIPPED):
+                    return False
+                record.__dict__[_SHIPPED] = True
+            return super(__cls, self).filter(record)  # type: ignore[arg-type]
+
+        filter_once._showmax_otel = True  # type: ignore[attr-defined]
+        # setattr: `cls` is any class here, and mypy knows no `filter` on it.
+        setattr(cls, "filter", filter_once)  # noqa: B010
+
+        def undo(__cls: type = cls, __original: Any = original) -> None:
+            if __original is None:
+                delattr(__cls, "filter")
+            else:
+                setattr(__cls, "filter", __original)  # noqa: B010
+
+        _state.on_reset(undo)
 
 
 _CONFIG_FUNCTIONS = (
@@ -348,7 +424,14 @@ def install_bridge(
     bridge = _Bridge(handler, extra_loggers)
     bridge.ensure()
     _wrap_config_functions(bridge)
+    _make_foreign_bridges_ship_once()
     _state.on_reset(bridge.remove)
+
+    own = logging.getLogger("showmax_otel")
+    if not any(isinstance(h, _OwnReportsFallback) for h in own.handlers):
+        fallback = _OwnReportsFallback()
+        own.addHandler(fallback)
+        _state.on_reset(lambda: own.removeHandler(fallback))
 
     return bridge
 

@@ -94,10 +94,10 @@ def native_start_thread(target: Callable[[], None], name: str) -> None:
             pass
         target()
 
-    # Process-directed signals (SIGINT, SIGTERM, SIGHUP) must reach the main
-    # thread, where a server's event loop waits: one taken by this thread
-    # does not wake that loop (a uWSGI gevent worker then sat through SIGINT
-    # until the master killed it). A thread starts with its creator's mask.
+    # Process-directed signals (SIGINT, SIGTERM, SIGHUP) are left to the main
+    # thread, where servers wait for them: Python runs its handlers there
+    # only, and one delivered here would wait for the main thread's next
+    # wake-up. A thread starts with its creator's mask.
     mask = getattr(signal, "pthread_sigmask", None)
     if mask is None:
         start_new_thread(run, ())
@@ -139,7 +139,7 @@ class ExportQueue:
         max_queue_size: int,
         max_batch_size: int,
         schedule_delay_seconds: float,
-        on_new_process: Callable[[], None] = lambda: None,
+        on_new_process: Callable[[str, int], None] = lambda signal, inherited: None,
         may_start_worker: Callable[[], bool] = lambda: True,
         report_interval_seconds: float = 60.0,
         on_internal_error: Callable[[str, BaseException], None] | None = None,
@@ -208,16 +208,25 @@ class ExportQueue:
 
     # -- process and worker --------------------------------------------------
 
-    def _adopt_process(self) -> None:
+    def _forget_parent(self) -> None:
+        """In a forked child, start from an empty queue and zero counters.
+
+        What is queued belongs to the parent, which exports it; the child
+        gets its own counters, worker and exporter. Runs before anything a
+        child does with the queue: put, flush, shutdown and stats.
+        """
         pid = os.getpid()
         if pid != self._built_pid:
-            # A forked child: what is queued belongs to the parent, which
-            # exports it; this process starts from an empty queue, with its
-            # own counters, worker and exporter.
+            inherited = len(self._queue)
             self._queue.clear()
             self._reset_process_state()
             self._built_pid = pid
-            self._on_new_process()
+            self._owner_pid = 0
+            self._on_new_process(self.signal, inherited)
+
+    def _adopt_process(self) -> None:
+        pid = os.getpid()
+        self._forget_parent()
         if not self._may_start_worker():
             return
         self._owner_pid = pid
@@ -290,7 +299,8 @@ class ExportQueue:
                 self._internal_error(f"exporting {self.signal}", error)
             return
         finally:
-            self._in_flight = 0
+            if not self._stopped:
+                self._in_flight = 0
 
         if self._stopped:
             # shutdown() gave up on this batch and already counted it.
@@ -370,6 +380,7 @@ class ExportQueue:
         )
 
     def stats(self) -> dict[str, Any]:
+        self._forget_parent()
         with self._counter_lock:
             return {
                 "emitted": self._emitted,
@@ -387,13 +398,17 @@ class ExportQueue:
     def force_flush(self, timeout_seconds: float) -> bool:
         """Export everything queued now; True when all of it was exported."""
         deadline = time.monotonic() + timeout_seconds
+        self._forget_parent()
         if self._stopped:
             return not self._queue
         if not self._queue and not self._in_flight:
             return True
         if self._owner_pid != os.getpid():
-            self._owner_pid = os.getpid()
-            self._start_worker()
+            self._adopt_process()
+        if not self._worker_alive:
+            # No worker may run in this process (a uWSGI master): the records
+            # wait for shutdown, which counts them.
+            return False
         failures_before = self._export_failures + sum(self._dropped.values())
         self._flush_requested += 1
         target = self._flush_requested
@@ -405,14 +420,14 @@ class ExportQueue:
 
     def shutdown(self, timeout_seconds: float) -> bool:
         """Drain within the bound, then stop; counts what could not be sent."""
+        self._forget_parent()
         if self._stopped:
             return True
         deadline = time.monotonic() + timeout_seconds
         failures_before = self._export_failures + sum(self._dropped.values())
         drained = True
         if self._queue and self._owner_pid != os.getpid():
-            self._owner_pid = os.getpid()
-            self._start_worker()
+            self._adopt_process()
         if self._worker_alive:
             self._stopping = True
             self._wake_worker()
@@ -421,6 +436,9 @@ class ExportQueue:
         self._stopped = True
         abandoned = len(self._queue) + self._in_flight
         self._queue.clear()
+        # A batch still on the wire is counted here, once: the worker ignores
+        # its late result, and stats() no longer reports it as queued.
+        self._in_flight = 0
         if abandoned:
             self._count_drop(SHUTDOWN_TIMEOUT, abandoned)
         exporter = self._exporter

@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 __all__ = ["REDACTED", "Redactor"]
 
 REDACTED = "REDACTED"
+
+# Words that make a header secret wherever they appear in its name.
+_SECRET_HEADER_WORDS = (
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "api-key",
+    "apikey",
+    "auth",
+    "cookie",
+    "session",
+    "credential",
+    "signature",
+)
 
 # name=value pairs after a '?' or '&' inside any text (a URL in a message).
 _PAIR_IN_TEXT = re.compile(
@@ -55,7 +70,17 @@ class Redactor:
         return any(word in lowered for word in self._param_words)
 
     def is_secret_header(self, name: str) -> bool:
-        return name.lower().replace("_", "-") in self._headers
+        """Listed by name, or named like a credential (`X-Access-Token`).
+
+        Header names carry their secrets in many spellings (`X-CSRF-Token`,
+        `X-Amz-Security-Token`, `Api-Key`), so beyond the configured names a
+        header is secret when its name contains one of these words.
+        """
+        lowered = name.lower().replace("_", "-")
+        if lowered in self._headers:
+            return True
+
+        return any(word in lowered for word in _SECRET_HEADER_WORDS)
 
     def is_secret_attribute(self, key: str) -> bool:
         """Whether an attribute carries a secret header, by the HTTP conventions."""
@@ -98,7 +123,9 @@ class Redactor:
             return text
 
         def replace(match: re.Match[str]) -> str:
-            if self.is_secret_param(match.group("name")):
+            # Names are matched decoded too: `%74oken` is `token` to a server.
+            name = match.group("name")
+            if self.is_secret_param(name) or self.is_secret_param(unquote(name)):
                 return f"{match.group('lead')}{match.group('name')}={REDACTED}"
             return match.group(0)
 

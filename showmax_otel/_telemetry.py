@@ -140,6 +140,11 @@ class Telemetry:
         if os.getpid() != self._resource_pid:
             self.on_new_process()
 
+    def on_queue_forked(self, signal: str, inherited: int) -> None:
+        """A queue noticed it runs in a forked child and left the parent's
+        records to the parent."""
+        self.on_new_process()
+
     def on_new_process(self) -> None:
         """In a forked child: give the providers' resource this process's pid."""
         pid = os.getpid()
@@ -148,6 +153,11 @@ class Telemetry:
         self._resource_pid = pid
         from opentelemetry.sdk.resources import Resource
 
+        # A pre-fork server may have reconfigured logging in the parent
+        # through a reference taken before init (gunicorn's dictConfig on
+        # reload): the bridge must be back before this worker's first record.
+        if self.bridge is not None:
+            self.bridge.ensure()
         update = Resource({"process.pid": pid})
         # The SDK does this itself from os.register_at_fork, which uWSGI's
         # fork never triggers; the method is private, and the servers' tests
@@ -214,7 +224,7 @@ def _build(settings: Settings) -> Telemetry:
             max_batch_size=getattr(settings, f"{prefix}_max_export_batch_size"),
             schedule_delay_seconds=getattr(settings, f"{prefix}_schedule_delay_millis")
             / 1000,
-            on_new_process=telemetry.on_new_process,
+            on_new_process=telemetry.on_queue_forked,
             may_start_worker=_may_start_worker,
             report_interval_seconds=settings.report_interval_seconds,
             on_internal_error=lambda what, error: _report_quietly(report, what, error),

@@ -303,10 +303,14 @@ def _is_our_bridge(handler: logging.Handler) -> bool:
 
 def _handler_kind(handler: logging.Handler) -> tuple[Any, str]:
     """A key equal for two handlers that write the same records to one place."""
-    from ._logging import _is_bridge
+    from ._logging import _is_bridge, _OwnReportsFallback
 
     if _is_bridge(handler):
         return ("otel-bridge",), "OpenTelemetry log bridge"
+    if isinstance(handler, _OwnReportsFallback):
+        # Writes only when no handler of the application's is on the root,
+        # so it never doubles a record.
+        return ("fallback", id(handler)), "showmax_otel's own fallback"
     if isinstance(handler, logging.FileHandler):
         return ("file", handler.baseFilename), f"file {handler.baseFilename}"
     if isinstance(handler, logging.StreamHandler):

@@ -144,6 +144,33 @@ def _parse_mapping(value: Any) -> dict[str, str]:
     return result
 
 
+def _parse_mapping_from_env(value: Any) -> dict[str, str]:
+    """Like `_parse_mapping`, but one malformed item does not lose the rest.
+
+    The OTLP exporter specification's own SDKs skip a bad item of
+    `OTEL_EXPORTER_OTLP_HEADERS` and keep the others; throwing them all away
+    would drop the Authorization header and fail every export.
+    """
+    if not isinstance(value, str):
+        return _parse_mapping(value)
+    result = {}
+    for position, item in enumerate(value.split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            warnings.warn(
+                f"item {position} of a key=value list has no '=' and is "
+                "ignored (its text is not shown: it may hold a secret)",
+                ConfigurationWarning,
+                stacklevel=4,
+            )
+            continue
+        result[unquote(key.strip())] = unquote(val.strip())
+
+    return result
+
+
 def _parse_names(value: Any) -> tuple[str, ...]:
     """A comma-separated list, or a list/tuple of strings."""
     if isinstance(value, str):
@@ -183,10 +210,27 @@ def _option(
         "default": default,
     }
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata=metadata, repr=not secret)
+        return field(default_factory=dict, metadata=metadata)
 
-    # Secret options (headers carry tokens) are left out of repr(Settings).
-    return field(default=default, metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata)
+
+
+def _without_credentials(url: str) -> str:
+    """A URL without its user, password and query, for printing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if parts.username or parts.password:
+        netloc = f"REDACTED@{host}{port}"
+    query = "REDACTED" if parts.query else ""
+
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 _DEFAULT_REDACTED_PARAMS = (
@@ -211,7 +255,7 @@ _DEFAULT_REDACTED_HEADERS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """The resolved configuration. Built by `load_settings()`."""
 
@@ -271,6 +315,7 @@ class Settings:
         "Values are never printed.",
         _parse_mapping,
         "OTEL_EXPORTER_OTLP_HEADERS",
+        env_parse=_parse_mapping_from_env,
         secret=True,
     )
     traces_headers: dict[str, str] | None = _option(
@@ -278,6 +323,7 @@ class Settings:
         "Headers for span exports; default: `headers`.",
         _parse_mapping,
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        env_parse=_parse_mapping_from_env,
         secret=True,
     )
     logs_headers: dict[str, str] | None = _option(
@@ -285,6 +331,7 @@ class Settings:
         "Headers for log exports; default: `headers`.",
         _parse_mapping,
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        env_parse=_parse_mapping_from_env,
         secret=True,
     )
     timeout_seconds: float = _option(
@@ -517,6 +564,25 @@ class Settings:
         _parse_non_negative_float,
         "SHOWMAX_OTEL_SPOOL_MAX_AGE_SECONDS",
     )
+
+    def __repr__(self) -> str:
+        """Every option, with secrets hidden and endpoint credentials cut.
+
+        Settings end up in logs and bug reports: header values are never
+        shown, nor the user, password or query of an endpoint URL.
+        """
+        shown = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.metadata["secret"] and value:
+                text = "<hidden>"
+            elif spec.name.endswith("endpoint") and isinstance(value, str):
+                text = repr(_without_credentials(value))
+            else:
+                text = repr(value)
+            shown.append(f"{spec.name}={text}")
+
+        return f"Settings({', '.join(shown)})"
 
     def changed_from(self, other: Settings) -> list[str]:
         """Names of the options whose values differ from `other`'s."""

@@ -379,3 +379,33 @@ def _request(
     assert telemetry.force_flush(5.0)
 
     return wait_for_request(receiver, trace_id, access_log=access_log)
+
+
+def test_an_error_handler_that_raises_keeps_the_route_in_the_span_name(
+    receiver: OTLPReceiver,
+) -> None:
+    """When the app's own error handler fails, the span still names the route."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+
+    class Failing:
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            raise ValueError("first failure")
+
+    def broken_handler(req: Any, resp: Any, ex: Exception, params: Any) -> None:
+        raise RuntimeError("the error handler failed too")
+
+    app = falcon.App()
+    app.add_route("/orders/{order_id}", Failing())
+    app.add_error_handler(ValueError, broken_handler)
+
+    trace_id, headers = make_traceparent()
+    try:
+        _send(app, "GET", "/orders/7", headers)
+    except RuntimeError:
+        pass  # Falcon lets an exception from an error handler escape
+    telemetry.force_flush()
+    seen = wait_for_request(receiver, trace_id)
+
+    assert seen.server_span is not None
+    assert seen.server_span.name == "GET /orders/{order_id}"
+    assert seen.server_span.status_code == "STATUS_CODE_ERROR"

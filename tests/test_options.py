@@ -92,4 +92,29 @@ def test_a_secret_environment_value_is_never_echoed() -> None:
         load_settings({}, {"OTEL_EXPORTER_OTLP_HEADERS": "Bearer sekrit"})
 
     assert "sekrit" not in str(caught[0].message)
-    assert "<hidden>" in str(caught[0].message)
+    assert "item 1" in str(caught[0].message)
+
+
+def test_one_bad_header_item_keeps_the_others() -> None:
+    """A malformed item of OTEL_EXPORTER_OTLP_HEADERS is skipped, not all of them."""
+    with pytest.warns(ConfigurationWarning, match="item 2"):
+        settings = load_settings(
+            {}, {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20abc,broken"}
+        )
+
+    assert settings.headers == {"Authorization": "Bearer abc"}
+
+
+def test_repr_of_settings_hides_secrets_and_endpoint_credentials() -> None:
+    """repr(settings) shows no header value, endpoint password or query."""
+    settings = load_settings(
+        {
+            "endpoint": "https://user:pw-secret@collector:4318/?token=tok-secret",
+            "headers": {"Authorization": "Bearer header-secret"},
+        }
+    )
+
+    text = repr(settings)
+    assert "collector:4318" in text
+    for secret in ("pw-secret", "tok-secret", "header-secret"):
+        assert secret not in text

@@ -96,7 +96,10 @@ def test_header_and_parameter_patterns_are_configurable() -> None:
     redactor = Redactor(settings.redacted_params, settings.redacted_headers)
 
     assert redactor.is_secret_header("x-internal-auth")
-    assert not redactor.is_secret_header("authorization")
+    # Names like credentials stay secret whatever is configured.
+    assert redactor.is_secret_header("authorization")
+    assert redactor.is_secret_header("X-Access-Token")
+    assert not redactor.is_secret_header("x-request-id")
     assert redactor.query(f"otp={_SECRET}&user_pin=1&token=t") == (
         f"otp={REDACTED}&user_pin={REDACTED}&token=t"
     )

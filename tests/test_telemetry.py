@@ -369,6 +369,7 @@ def test_a_collector_that_never_answers_cannot_hold_a_request_or_shutdown(
     stats = _state.current()
     assert stats is not None
     counted = stats.stats()["logs"]
+    assert counted["queued"] == 0
     assert counted["exported"] + sum(counted["dropped"].values()) == 600
 
 
@@ -527,3 +528,84 @@ def test_a_forked_child_exports_its_own_records_with_its_own_pid(
         "parent after fork": report["parent"],
     }
     assert len(receiver.logs()) == 3
+
+
+def test_a_forked_child_that_exits_at_once_does_not_wait_or_count_the_parent(
+    receiver: OTLPReceiver,
+) -> None:
+    """A child exiting before it logs takes no shutdown wait and counts nothing."""
+    result = _run_python(
+        f"""
+        import json, os, time, showmax_otel
+        telemetry = showmax_otel.init_telemetry(
+            endpoint={receiver.http_endpoint!r}, blrp_schedule_delay_millis=60000)
+        log = showmax_otel.get_logger("fork")
+        for n in range(10):
+            log.warning("parent %d", n)
+        pid = os.fork()
+        if pid == 0:
+            started = time.monotonic()
+            stats = telemetry.stats()["logs"]
+            ok = showmax_otel.shutdown_telemetry(5)
+            took = time.monotonic() - started
+            print(json.dumps({{"stats": stats, "ok": ok, "took": took}}), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        showmax_otel.shutdown_telemetry(5)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    child = json.loads(result.stdout.splitlines()[0])
+
+    assert child["ok"] is True
+    assert child["took"] < 2
+    assert child["stats"]["emitted"] == 0
+    assert child["stats"]["queued"] == 0
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 10, 10)
+    assert len(receiver.logs()) == 10
+
+
+def test_own_reports_reach_stderr_when_the_app_configured_no_logging(
+    receiver: OTLPReceiver,
+) -> None:
+    """With only the bridge on the root, drop reports still print to stderr."""
+    result = _run_python(
+        """
+        import showmax_otel
+        telemetry = showmax_otel.init_telemetry(
+            endpoint="http://127.0.0.1:9", timeout_seconds=0.5,
+            report_interval_seconds=0)
+        log = showmax_otel.get_logger("app")
+        for n in range(20):
+            log.warning("record %d", n)
+        showmax_otel.shutdown_telemetry(3)
+        """
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "showmax_otel" in result.stderr
+    assert "dropped" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "where",
+    [pytest.param("catalogue", id="named-logger"), pytest.param("", id="root")],
+)
+def test_a_hand_added_otel_handler_does_not_ship_records_twice(
+    receiver: OTLPReceiver, where: str
+) -> None:
+    """Another OpenTelemetry bridge added by hand ships nothing ours already did."""
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    telemetry = _init(receiver)
+    extra = LoggingHandler(logger_provider=telemetry.logger_provider)
+    target = logging.getLogger(where or None)
+    target.addHandler(extra)
+    try:
+        logging.getLogger("catalogue").warning("only once")
+        assert telemetry.force_flush(5)
+    finally:
+        target.removeHandler(extra)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    assert [r.body for r in receiver.logs()] == ["only once"]

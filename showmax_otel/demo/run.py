@@ -108,12 +108,9 @@ def _collector(
     if choice == "none":
         yield direct, "none (the app ships straight to the receiver)"
         return
-    try:
-        from .._rotel import find_rotel, start_rotel
-    except ImportError:
-        find_rotel = None
-    binary = find_rotel() if find_rotel is not None else None
-    if binary is None:
+    from .._rotel import find_rotel, start_rotel
+
+    if find_rotel() is None:
         if choice == "rotel":
             raise SystemExit(
                 "showmax-otel demo: --collector rotel needs the rotel package "

@@ -241,6 +241,13 @@ class RequestObserver:
         getter: Any,
     ) -> tuple[RequestState, Any, Any]:
         """Start the span and make it current; returns (state, token, token)."""
+        # A logging configuration call made through a reference taken before
+        # init (gunicorn's dictConfig on reload) can take the bridge off the
+        # root logger; one list scan per request puts it back before this
+        # request's records.
+        bridge = getattr(_state.current(), "bridge", None)
+        if bridge is not None and bridge.handler not in logging.root.handlers:
+            bridge.ensure()
         method = sanitize_method(method)
         # Limitation: an excluded URL (OTEL_PYTHON_FALCON_EXCLUDED_URLS) gets
         # no span and no access log; an exception there still gets its

@@ -80,6 +80,11 @@ class WSGIInstrumentation:
     def _handle_exception(
         self, req: Any, resp: Any, ex: Exception, params: dict[str, Any]
     ) -> bool:
+        # The route is known now, and an error handler that raises itself
+        # would otherwise leave the span named by the method alone.
+        early = req.env.get(STATE_KEY)
+        if early is not None and early.route is None:
+            early.route = getattr(req, "uri_template", None)
         with pending_report(ex):
             handled: bool = super()._handle_exception(  # type: ignore[misc]
                 req, resp, ex, params
