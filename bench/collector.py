@@ -127,7 +127,9 @@ class Collector:
         self.behaviour = behaviour
         self._epoch += 1
 
-    def receive(self, signal: str, payload: bytes, still_wanted: Callable[[], bool]) -> bool:
+    def receive(
+        self, signal: str, payload: bytes, still_wanted: Callable[[], bool]
+    ) -> bool:
         """Count one request, then delay as the behaviour says.
 
         Returns False when the request must go unanswered.
@@ -155,7 +157,7 @@ class Collector:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = self.rfile.read(length)
                 signal = paths.get(self.path.split("?", 1)[0])
@@ -177,7 +179,7 @@ class Collector:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the harness reads stdout."""
 
         class QuietServer(ThreadingHTTPServer):
@@ -211,7 +213,7 @@ class Collector:
             return response
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 return handle(
                     "traces",
                     request,
@@ -220,9 +222,12 @@ class Collector:
                 )
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 return handle(
-                    "logs", request, context, logs_service_pb2.ExportLogsServiceResponse()
+                    "logs",
+                    request,
+                    context,
+                    logs_service_pb2.ExportLogsServiceResponse(),
                 )
 
         server = grpc.server(
@@ -240,7 +245,9 @@ def main() -> int:
     collector = Collector()
     collector.start()
     print(
-        json.dumps({"http_port": collector.http_port, "grpc_port": collector.grpc_port}),
+        json.dumps(
+            {"http_port": collector.http_port, "grpc_port": collector.grpc_port}
+        ),
         flush=True,
     )
     for line in sys.stdin:

@@ -11,6 +11,11 @@ written, so a server that stalls is charged for the requests it delayed
 reported as `unfinished` and enter the percentiles with the time they had
 waited, a lower bound.
 
+Limitation: it is Python on one core; above a few thousand requests per
+second its own scheduling lateness enters the latencies (it errs towards
+reporting the server slower, never faster). `achieved_rate` shows when it
+could not keep up.
+
 Written here because Debian packages no open-loop HTTP load tool (wrk, ab and
 hey all wait for each answer before sending the next request).
 """
@@ -55,7 +60,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     """The value below which `fraction` of the values fall (nearest rank)."""
     if not sorted_values:
         return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    index = min(
+        len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1)
+    )
 
     return sorted_values[index]
 
@@ -103,7 +110,7 @@ async def run(
     rate: float,
     seconds: float,
     max_in_flight: int = 512,
-    grace_seconds: float = 2.0,
+    grace_seconds: float = 1.0,
 ) -> dict[str, object]:
     """Send `rate` requests per second for `seconds`; return the measurements."""
     loop = asyncio.get_running_loop()
@@ -182,7 +189,9 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadgen", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")

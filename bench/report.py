@@ -18,7 +18,7 @@ __all__ = ["aggregate", "markdown", "targets", "write_all"]
 
 # showmax_otel's default shutdown bound, plus the time a process takes to exit.
 SHUTDOWN_BOUND_SECONDS = 5.0
-SHUTDOWN_SLACK_SECONDS = 1.0
+SHUTDOWN_SLACK_SECONDS = 1.5
 SHOWMAX_MODES = ("showmax", "showmax-instrument")
 DEAD = ("down", "blackhole")
 
@@ -39,7 +39,9 @@ def aggregate(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (server, mode, condition): medians with min and max over rounds."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for run in results["runs"]:
-        groups.setdefault((run["server"], run["mode"], run["condition"]), []).append(run)
+        groups.setdefault((run["server"], run["mode"], run["condition"]), []).append(
+            run
+        )
 
     rows = []
     for (server, mode, condition), runs in groups.items():
@@ -60,13 +62,18 @@ def aggregate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "p50_ms": _spread([r["fixed_rate"]["latency_ms"]["p50"] for r in runs]),
                 "p99_ms": _spread([r["fixed_rate"]["latency_ms"]["p99"] for r in runs]),
                 "max_ms": _spread([r["fixed_rate"]["latency_ms"]["max"] for r in runs]),
-                "achieved_rate": _spread([r["fixed_rate"]["achieved_rate"] for r in runs]),
+                "achieved_rate": _spread(
+                    [r["fixed_rate"]["achieved_rate"] for r in runs]
+                ),
                 "unfinished": sum(
-                    r["fixed_rate"]["unfinished"] + r["fixed_rate"]["dropped"]
+                    r["fixed_rate"]["unfinished"]
+                    + r["fixed_rate"]["dropped"]
                     + r["fixed_rate"]["errors"]
                     for r in runs
                 ),
-                "hub_lag_ms": _spread([r["fixed_rate"]["probe_max_lag_ms"] for r in runs]),
+                "hub_lag_ms": _spread(
+                    [r["fixed_rate"]["probe_max_lag_ms"] for r in runs]
+                ),
                 "hub_lag_saturation_ms": _spread(
                     [r["saturation"]["probe_max_lag_ms"] for r in runs]
                 ),
@@ -109,7 +116,9 @@ def _total(values: Any) -> int:
     return sum(v for v in values if v is not None)
 
 
-def _ratio(value: dict[str, float] | None, base: dict[str, float] | None) -> float | None:
+def _ratio(
+    value: dict[str, float] | None, base: dict[str, float] | None
+) -> float | None:
     if not value or not base or not base["median"]:
         return None
     return value["median"] / base["median"]
@@ -128,12 +137,25 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if ours is None:
                 continue
 
-            def add(name: str, value: float | None, limit: float, ok: bool | None,
-                    unit: str = "") -> None:
+            def add(
+                name: str,
+                value: float | None,
+                limit: float,
+                ok: bool | None,
+                unit: str = "",
+                server: str = server,
+                mode: str = mode,
+            ) -> None:
                 checks.append(
-                    {"server": server, "mode": mode, "target": name, "value": value,
-                     "limit": limit, "unit": unit,
-                     "met": None if value is None else ok}
+                    {
+                        "server": server,
+                        "mode": mode,
+                        "target": name,
+                        "value": value,
+                        "limit": limit,
+                        "unit": unit,
+                        "met": None if value is None else ok,
+                    }
                 )
 
             if hand and hand["cpu_added_us"] and ours["cpu_added_us"] is not None:
@@ -141,12 +163,22 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 add("CPU added / OTel-by-hand's", share, 0.5, share <= 0.5, "x")
             if hand:
                 ratio = _ratio(ours["rps"], hand["rps"])
-                add("throughput / OTel-by-hand's", ratio, 1.3,
-                    ratio is not None and ratio >= 1.3, "x")
+                add(
+                    "throughput / OTel-by-hand's",
+                    ratio,
+                    1.3,
+                    ratio is not None and ratio >= 1.3,
+                    "x",
+                )
             if bare:
                 ratio = ours["p99_x_bare"]
-                add("fixed-rate p99 / bare's", ratio, 1.25,
-                    ratio is not None and ratio <= 1.25, "x")
+                add(
+                    "fixed-rate p99 / bare's",
+                    ratio,
+                    1.25,
+                    ratio is not None and ratio <= 1.25,
+                    "x",
+                )
                 lag = ours["hub_lag_x_bare"]
                 add("hub lag / bare's", lag, 1.5, lag is not None and lag <= 1.5, "x")
             for condition in ("slow", "down", "blackhole"):
@@ -154,8 +186,13 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if row is None:
                     continue
                 ratio = row["p99_x_own_fast"]
-                add(f"p99 {condition} / own fast", ratio, 1.10,
-                    ratio is not None and ratio <= 1.10, "x")
+                add(
+                    f"p99 {condition} / own fast",
+                    ratio,
+                    1.10,
+                    ratio is not None and ratio <= 1.10,
+                    "x",
+                )
             lost = ours["records_lost"] + ours["spans_lost"]
             add("lost, healthy collector", lost, 0, lost == 0)
             for condition in DEAD:
@@ -164,8 +201,13 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     continue
                 seconds = row["stop_seconds"]
                 bound = SHUTDOWN_BOUND_SECONDS + SHUTDOWN_SLACK_SECONDS
-                add(f"shutdown, collector {condition}", seconds, bound,
-                    seconds <= bound and not row["stop_killed"], "s")
+                add(
+                    f"shutdown, collector {condition}",
+                    seconds,
+                    bound,
+                    seconds <= bound and not row["stop_killed"],
+                    "s",
+                )
 
     return checks
 
@@ -185,17 +227,19 @@ def _x(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
-def markdown(results: dict[str, Any], rows: list[dict[str, Any]],
-             checks: list[dict[str, Any]]) -> str:
+def markdown(
+    results: dict[str, Any], rows: list[dict[str, Any]], checks: list[dict[str, Any]]
+) -> str:
     plan = results["plan"]
     lines = [
         f"Run of {results['started']}: {results['machine']['cpus']} CPUs, Python "
         f"{results['machine']['python']}, {plan['reps']} rounds, "
         f"{plan['saturation_seconds']:g} s saturation (wrk -c{plan['connections']}) "
         f"and {plan['rate_seconds']:g} s at a fixed rate per cell, "
-        f"{results['wall_seconds'] / 60:.1f} min in all. Fixed rate: "
+        f"{results.get('wall_seconds', 0) / 60:.1f} min in all. Fixed rate: "
         + ", ".join(f"{s} {r} req/s" for s, r in results["rate_rps"].items())
-        + " (half of bare's capacity). Medians (min–max) over rounds.",
+        + (" (half of bare's capacity)" if plan.get("fixed_rate") is None else "")
+        + ". Medians (min–max) over rounds.",
         "",
         "| server | mode | collector | req/s | ×bare | CPU µs/req | p50 ms | "
         "p99 ms | p99 ×bare | max ms | hub lag ms | records lost/sent | "
@@ -230,12 +274,21 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]],
         )
 
     if checks:
-        lines += ["", "| server | mode | target | value | limit | met |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| server | mode | target | value | limit | met |",
+            "|---|---|---|---|---|---|",
+        ]
         for check in checks:
             value = check["value"]
-            shown = "–" if value is None else (
-                f"{value:.2f}{check['unit']}" if isinstance(value, float) else str(value)
+            shown = (
+                "–"
+                if value is None
+                else (
+                    f"{value:.2f}{check['unit']}"
+                    if isinstance(value, float)
+                    else str(value)
+                )
             )
             met = {True: "yes", False: "**no**", None: "n/a"}[check["met"]]
             lines.append(
@@ -245,14 +298,28 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]],
 
     micro = results.get("micro")
     if micro and "error" not in micro:
-        lines += ["", "| micro-benchmark (request path) | median µs | min µs |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "| micro-benchmark (request path) | median µs | min µs |",
+            "|---|---|---|",
+        ]
         for name, stats in micro.items():
             lines.append(
                 f"| {name} | {stats['median_us']:.2f} | {stats['min_us']:.2f} |"
             )
     elif micro:
         lines += ["", "Micro-benchmarks failed: " + micro["error"].splitlines()[-1]]
+
+    faults = results.get("faults")
+    if faults:
+        lines += ["", "| fault figure (bench/faults.py) | value |", "|---|---|"]
+        for name, figures in faults.items():
+            if not isinstance(figures, dict):
+                lines.append(f"| {name} | {figures} |")
+                continue
+            for key, value in figures.items():
+                shown = f"{value:.2f}" if isinstance(value, float) else value
+                lines.append(f"| {name}: {key} | {shown} |")
 
     return "\n".join(lines) + "\n"
 
@@ -268,8 +335,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
     conditions = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
     by_key = {(r["server"], r["mode"], r["condition"]): r for r in rows}
-    colours = {"fast": "#2a9d8f", "slow": "#e9c46a", "down": "#e76f51",
-               "blackhole": "#264653"}
+    colours = {
+        "fast": "#2a9d8f",
+        "slow": "#e9c46a",
+        "down": "#e76f51",
+        "blackhole": "#264653",
+    }
     figure, axes = plt.subplots(
         2, len(servers), figsize=(7 * len(servers), 8), squeeze=False
     )
@@ -279,6 +350,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             (("rps", "requests/s (saturation)"), ("p99_ms", "p99 ms at a fixed rate"))
         ):
             axis = axes[line][column]
+            floor = 1.0
+            bare = by_key.get((server, "bare", "fast"))
+            if bare and bare[metric]:
+                axis.axhline(
+                    bare[metric]["median"],
+                    color="grey",
+                    linestyle="--",
+                    linewidth=1,
+                    label="bare",
+                )
             for offset, condition in enumerate(conditions):
                 xs, heights, lows, highs = [], [], [], []
                 for index, mode in enumerate(modes):
@@ -287,18 +368,41 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                         continue
                     spread = row[metric]
                     xs.append(index + (offset - (len(conditions) - 1) / 2) * width)
-                    heights.append(spread["median"])
-                    lows.append(spread["median"] - spread["min"])
-                    highs.append(spread["max"] - spread["median"])
-                axis.bar(xs, heights, width, yerr=[lows, highs], capsize=2,
-                         label=condition, color=colours[condition])
+                    # A log axis cannot show zero: a mode that served nothing
+                    # is drawn at the floor and labelled.
+                    median = max(spread["median"], floor)
+                    heights.append(median)
+                    lows.append(max(0.0, median - max(spread["min"], floor)))
+                    highs.append(max(0.0, spread["max"] - median))
+                    if spread["median"] < floor:
+                        axis.annotate(
+                            "0", (xs[-1], floor), ha="center", va="bottom", fontsize=7
+                        )
+                axis.bar(
+                    xs,
+                    heights,
+                    width,
+                    yerr=[lows, highs],
+                    capsize=2,
+                    label=condition,
+                    color=colours[condition],
+                )
             axis.set_yscale("log")
+            axis.set_ylim(bottom=floor * 0.8)
             axis.set_title(f"{server}: {title}")
             axis.set_xticks(range(len(modes)))
             axis.set_xticklabels(modes, rotation=30, ha="right", fontsize=8)
             axis.grid(axis="y", alpha=0.3)
-        axes[0][column].legend(title="collector", fontsize=8)
-    figure.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(
+        handles,
+        labels,
+        title="collector",
+        loc="lower center",
+        ncol=len(labels),
+        fontsize=8,
+    )
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -311,7 +415,7 @@ def write_all(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "started": results["started"],
-        "wall_seconds": results["wall_seconds"],
+        "wall_seconds": results.get("wall_seconds"),
         "plan": results["plan"],
         "machine": results["machine"],
         "capacity_rps": results["capacity_rps"],
@@ -319,6 +423,7 @@ def write_all(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "cells": rows,
         "targets": checks,
         "micro": results.get("micro"),
+        "faults": results.get("faults"),
         "failed": results.get("failed", []),
         "runs": results["runs"],
     }
@@ -331,8 +436,10 @@ def write_all(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else (
-        Path(__file__).parent / "results" / "raw" / "runs.json"
+    source = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else (Path(__file__).parent / "results" / "raw" / "runs.json")
     )
     loaded = json.loads(source.read_text())
     micro_path = source.parent / "micro.json"

@@ -113,30 +113,26 @@ def _setup_otel(protocol: str) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    exporters: Any
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
-            OTLPLogExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter,
-        )
+        from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as grpc_logs
+        from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_spans
+
+        exporters = (grpc_logs.OTLPLogExporter, grpc_spans.OTLPSpanExporter)
     else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-            OTLPLogExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+        from opentelemetry.exporter.otlp.proto.http import _log_exporter as http_logs
+        from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_spans
+
+        exporters = (http_logs.OTLPLogExporter, http_spans.OTLPSpanExporter)
+    log_exporter, span_exporter = exporters
 
     resource = Resource.create()
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter()))
     trace.set_tracer_provider(tracer_provider)
 
     logger_provider = LoggerProvider(resource=resource)
-    logger_provider.add_log_record_processor(
-        BatchLogRecordProcessor(OTLPLogExporter())
-    )
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter()))
     set_logger_provider(logger_provider)
     logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
 

@@ -1,0 +1,85 @@
+"""The benchmark harness runs end to end on one tiny cell and writes its results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
+
+CELL_KEYS = {
+    "server",
+    "mode",
+    "condition",
+    "rounds",
+    "rps",
+    "cpu_us_per_request",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "hub_lag_ms",
+    "records_sent",
+    "records_lost",
+    "spans_sent",
+    "spans_lost",
+    "rss_mib",
+    "stop_seconds",
+    "rps_x_bare",
+    "p99_x_bare",
+}
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)"
+)
+def test_one_tiny_cell_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    """bare and showmax on uWSGI with a fast collector produce every result file."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--servers",
+            "uwsgi",
+            "--modes",
+            "bare,showmax",
+            "--conditions",
+            "fast",
+            "--reps",
+            "1",
+            "--seconds",
+            "1",
+            "--rate",
+            "100",
+            "--no-micro",
+            "--no-pin",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failed"] == []
+    cells = {(cell["mode"], cell["condition"]): cell for cell in results["cells"]}
+    assert set(cells) == {("bare", "fast"), ("showmax", "fast")}
+    for cell in cells.values():
+        assert set(cell) >= CELL_KEYS
+        assert cell["rps"]["median"] > 0
+        assert cell["p99_ms"]["median"] > 0
+    assert cells["showmax", "fast"]["records_sent"] > 0
+    assert cells["bare", "fast"]["records_sent"] == 0
+    assert "| uwsgi | showmax | fast |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results.png").stat().st_size > 0
