@@ -66,6 +66,7 @@ EXPORT_FAILED = "export_failed"
 EXPORT_ERROR = "export_error"
 SHUTDOWN_TIMEOUT = "shutdown_timeout"
 AFTER_SHUTDOWN = "after_shutdown"
+NO_EXPORT_THREAD = "no_export_thread"
 
 
 def _original(module: str, name: str) -> Any:
@@ -82,16 +83,21 @@ def native_start_thread(target: Callable[[], None], name: str) -> None:
     """Start a real OS thread, even in a gevent-patched process."""
     start_new_thread = _original("_thread", "start_new_thread")
 
-    def run() -> None:
-        # threading.current_thread() would invent a dummy Thread object for
-        # us; naming the OS thread helps in py-spy and top -H.
-        try:
-            import ctypes
+    # threading.current_thread() would invent a dummy Thread object for
+    # us; naming the OS thread helps in py-spy and top -H. Imported here, on
+    # the caller's thread: a thread that imports while its process forks
+    # leaves the module's import lock held in the child, whose own import
+    # of the module then hangs (seen with gunicorn --preload).
+    try:
+        import ctypes
 
-            libc = ctypes.CDLL(None)
-            libc.prctl(15, name[:15].encode(), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+        prctl = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        prctl = None
+
+    def run() -> None:
+        if prctl is not None:
+            prctl(15, name[:15].encode(), 0, 0, 0)
         target()
 
     # Process-directed signals (SIGINT, SIGTERM, SIGHUP) are left to the main
@@ -439,7 +445,14 @@ class ExportQueue:
         # A batch still on the wire is counted here, once: the worker ignores
         # its late result, and stats() no longer reports it as queued.
         self._in_flight = 0
-        if abandoned:
+        if abandoned and self._owner_pid != os.getpid():
+            # Limitation: records emitted in a pre-fork master (a uWSGI
+            # master importing the app, gunicorn's arbiter with --preload)
+            # are never exported: no export thread may run where the
+            # workers are forked from, and the workers leave the parent's
+            # records to it. They are counted here, at the master's exit.
+            self._count_drop(NO_EXPORT_THREAD, abandoned)
+        elif abandoned:
             self._count_drop(SHUTDOWN_TIMEOUT, abandoned)
         exporter = self._exporter
         if exporter is not None:

@@ -55,6 +55,8 @@ class Telemetry:
         self._errors_reported: set[str] = set()
         self._warned_changes: set[tuple[str, ...]] = set()
         self._shut_down = False
+        # Set by `_servers.after_init()`: the uWSGI and gunicorn hooks in place.
+        self.server_hooks: Any = None
 
     # -- public ----------------------------------------------------------------
 
@@ -188,12 +190,15 @@ def _build(settings: Settings) -> Telemetry:
     from opentelemetry import trace
     from opentelemetry._logs import get_logger_provider, set_logger_provider
     from opentelemetry._logs._internal import ProxyLoggerProvider
-    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
 
     from . import _exporters
     from ._logging import install_bridge
+
+    # The SDK's providers, with an after-fork step that cannot switch
+    # greenlets in a child forked under gevent (see `_servers`).
+    from ._servers import ForkSafeLoggerProvider as LoggerProvider
+    from ._servers import ForkSafeTracerProvider as TracerProvider
 
     attributes: dict[str, Any] = dict(settings.resource_attributes)
     if settings.service_name:

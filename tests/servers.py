@@ -18,6 +18,7 @@ group and no worker outlives the test.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -249,7 +250,9 @@ class ServerProcess:
         if self.returncode() is None:
             os.kill(self.pid, signum)
 
-    def stop(self, signum: int = signal.SIGTERM, timeout_seconds: float = 30.0) -> float:
+    def stop(
+        self, signum: int = signal.SIGTERM, timeout_seconds: float = 30.0
+    ) -> float:
         """Send `signum` and wait for the exit; the seconds it took.
 
         If the server outlives `timeout_seconds`, its process group is
@@ -270,10 +273,9 @@ class ServerProcess:
         """Kill the whole process group at once (workers included)."""
         if self.process is None:
             return
-        try:
+        # Already gone, with all its children, is fine.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # already gone, with all its children
         self.process.wait(timeout=10)
 
     def __enter__(self) -> ServerProcess:
@@ -286,10 +288,9 @@ class ServerProcess:
         traceback: TracebackType | None,
     ) -> None:
         if self.returncode() is None:
-            try:
+            # On a timeout stop() has killed the process group already.
+            with contextlib.suppress(TimeoutError):
                 self.stop(signal.SIGINT, timeout_seconds=15)
-            except TimeoutError:
-                pass  # stop() killed the process group already
         else:
             # The master is gone; make sure no orphaned worker remains.
             self.kill()

@@ -24,6 +24,7 @@ if os.environ.get("SERVER_APP_GEVENT_PATCH") == "1":
 
     monkey.patch_all()
 
+import logging
 import subprocess
 import sys
 import time
@@ -36,6 +37,8 @@ import showmax_otel
 
 telemetry = showmax_otel.init_telemetry()
 logger = showmax_otel.get_logger("server_app")
+# The root logger's default level (WARNING) would drop the INFO records.
+logger.setLevel(logging.INFO)
 tracer = trace.get_tracer("tests.apps.servers")
 
 LOG_BODY = "server app handled /log"
@@ -101,8 +104,9 @@ class Log:
 
 class Spawn:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Under uWSGI sys.executable is the uwsgi binary: run a shell instead.
         child = subprocess.run(
-            [sys.executable, "-c", "import os; print(os.getpid())"],
+            ["/bin/sh", "-c", "echo $$"],
             capture_output=True,
             text=True,
             timeout=30,
