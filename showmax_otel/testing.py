@@ -202,6 +202,17 @@ def _decompress(payload: bytes, encoding: str) -> bytes:
     return payload
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Says nothing when an exporter hangs up mid-request (a killed worker)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class OTLPReceiver:
     """A real OTLP receiver (HTTP/protobuf and gRPC) on 127.0.0.1.
 
@@ -408,7 +419,7 @@ class OTLPReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 """Keep the test output quiet."""
 
-        server = ThreadingHTTPServer(("127.0.0.1", self._wanted_http_port), Handler)
+        server = _QuietHTTPServer(("127.0.0.1", self._wanted_http_port), Handler)
         server.daemon_threads = True
         if self._tls is not None:
             server.socket = _server_ssl_context(self._tls).wrap_socket(
@@ -561,13 +572,13 @@ def _serve(argv: list[str] | None = None) -> int:
         "--grpc-port", type=int, default=0, help="gRPC port (default: any free one)"
     )
     args = parser.parse_args(argv)
-    seen = 0
+    printed = {"span": 0, "log": 0}
 
-    def count(receiver: OTLPReceiver) -> int:
-        return len(receiver.spans()) + len(receiver.logs())
-
-    def more_than(seen: int) -> Callable[[OTLPReceiver], bool]:
-        return lambda receiver: count(receiver) > seen
+    def unprinted(receiver: OTLPReceiver) -> bool:
+        return (
+            len(receiver.spans()) > printed["span"]
+            or len(receiver.logs()) > printed["log"]
+        )
 
     with OTLPReceiver(http_port=args.http_port, grpc_port=args.grpc_port) as receiver:
         print(
@@ -578,11 +589,17 @@ def _serve(argv: list[str] | None = None) -> int:
         )
         try:
             while True:
-                receiver.wait_for(more_than(seen), 3600)
-                items: list[Any] = [*receiver.spans(), *receiver.logs()]
-                for item in items[seen:]:
-                    print(json.dumps(asdict(item), default=repr), flush=True)
-                seen = len(items)
+                receiver.wait_for(unprinted, 3600)
+                # Spans and records are kept in two lists: each is printed
+                # from where it was left, whichever arrived first.
+                for kind, items in (
+                    ("span", receiver.spans()),
+                    ("log", receiver.logs()),
+                ):
+                    for item in items[printed[kind] :]:
+                        line = {"signal": kind, **asdict(item)}
+                        print(json.dumps(line, default=repr), flush=True)
+                    printed[kind] = len(items)
         except KeyboardInterrupt:
             return 0
 

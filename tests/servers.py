@@ -295,6 +295,8 @@ class ServerProcess:
             # The master is gone; make sure no orphaned worker remains.
             self.kill()
         self._log.close()
+        # What a failing test needs of the log it has read by now; keep /tmp clean.
+        Path(self._log.name).unlink(missing_ok=True)
 
     # -- talking to it ---------------------------------------------------------
 

@@ -273,4 +273,4 @@ def _body(record: LogView) -> str:
     text = str(record.body)
     if "exception.type" in record.attributes:
         text += f" [{record.attributes['exception.type']}, with stack trace]"
-    return text if len(text) < 100 else text[:97] + "..."
+    return text if len(text) < 160 else text[:157] + "..."
