@@ -142,15 +142,26 @@ class BridgeHandler(_InstrumentationHandler):
     def _get_attributes(
         self, record: logging.LogRecord
     ) -> tuple[dict[str, Any], str | None]:
-        attributes, event_name = super()._get_attributes(record)
+        found, event_name = super()._get_attributes(record)
+        attributes: dict[str, Any] = found
         attributes.pop(_SHIPPED, None)
         # Log correlation (OTEL_PYTHON_LOG_CORRELATION) copies the ids into
         # every record for console formats; the OTLP record has them already.
-        for injected in _CORRELATION_FIELDS:
-            attributes.pop(injected, None)
+        if "otelTraceID" in attributes:
+            for injected in _CORRELATION_FIELDS:
+                attributes.pop(injected, None)
         limit = self._limit
         for key, value in attributes.items():
-            if type(value) is not str or len(value) > limit:
+            # Runs for every attribute of every record: the values OTLP
+            # carries as they are (short strings, floats, bools, int64s)
+            # are only type-checked here.
+            kind = type(value)
+            if kind is str:
+                if len(value) > limit:
+                    attributes[key] = _cut(value, limit)
+            elif kind is float or kind is bool:
+                continue
+            elif kind is not int or not -_MAX_INT - 1 <= value <= _MAX_INT:
                 attributes[key] = _clean_value(value, limit)
         if record.exc_info and record.exc_info[1] is not None:
             # The semantic conventions want the whole message; upstream
