@@ -82,17 +82,15 @@ class WSGIInstrumentation:
     ) -> bool:
         # The route is known now, and an error handler that raises itself
         # would otherwise leave the span named by the method alone.
-        early = req.env.get(STATE_KEY)
-        if early is not None and early.route is None:
-            early.route = getattr(req, "uri_template", None)
+        state = req.env.get(STATE_KEY)
+        if state is not None and state.route is None:
+            state.route = getattr(req, "uri_template", None)
         with pending_report(ex):
             handled: bool = super()._handle_exception(  # type: ignore[misc]
                 req, resp, ex, params
             )
-        if handled:
-            state = req.env.get(STATE_KEY)
-            if state is not None:
-                observe_handled(self._showmax_otel_observer, state, req, resp, ex)
+        if handled and state is not None:
+            observe_handled(self._showmax_otel_observer, state, req, resp, ex)
 
         return handled
 
