@@ -872,18 +872,20 @@ class OTLPSender:
 
         return outcome
 
-    def on_idle(self) -> ExportOutcome | None:
-        """Send spooled requests back, within a time budget; None when none."""
+    def on_idle(self, count: Callable[[ExportOutcome], None]) -> None:
+        """Send spooled requests back, within a time budget.
+
+        `count` gets what became of each spooled request as soon as it is
+        known, so that `Telemetry.stats()` read during a long replay is
+        behind by one request at most.
+        """
         if self.spool is None or self._breaker_open():
-            return None
-        outcome = ExportOutcome()
+            return
         self._catcher.thread = threading.get_ident()
         try:
-            self._replay(outcome, budget_seconds=min(self._base_probe_interval, 1.0))
+            self._replay(count, budget_seconds=min(self._base_probe_interval, 1.0))
         finally:
             self._catcher.thread = None
-
-        return outcome
 
     def force_flush(self, timeout_millis: int = 0) -> bool:
         return True
@@ -1101,15 +1103,19 @@ class OTLPSender:
         for reason, lost in evicted.items():
             outcome.drop(reason, lost)
 
-    def _replay(self, outcome: ExportOutcome, budget_seconds: float) -> None:
+    def _replay(
+        self, count: Callable[[ExportOutcome], None], budget_seconds: float
+    ) -> None:
         from ._spool import SPOOL_UNREADABLE
 
         deadline = time.monotonic() + budget_seconds
         while time.monotonic() < deadline:
+            outcome = ExportOutcome()
             entry, expired = self.spool.claim_oldest()
             for reason, lost in expired.items():
                 outcome.drop(reason, lost)
             if entry is None:
+                count(outcome)
                 return
             started = time.monotonic()
             try:
@@ -1123,20 +1129,24 @@ class OTLPSender:
                 self.spool.remove(entry)
                 outcome.drop(SPOOL_UNREADABLE, entry.records)
                 outcome.error = self._redact(f"unreadable spool file: {problem!r}")
+                count(outcome)
                 continue
             if sent:
                 self.spool.remove(entry)
                 self._recovered()
                 outcome.replayed += entry.records
+                count(outcome)
                 continue
             outcome.failed_attempts += 1
             outcome.error = error
             if permanent:
                 self.spool.remove(entry)
                 outcome.drop(SPOOL_UNREADABLE, entry.records)
+                count(outcome)
                 continue
             self.spool.release(entry)
             self._failed(time.monotonic() - started)
+            count(outcome)
             return
 
 

@@ -326,12 +326,9 @@ class ExportQueue:
         if on_idle is None:
             return
         try:
-            outcome = on_idle()
+            on_idle(self._count_outcome)
         except Exception as error:  # noqa: BLE001 - reported; the spool keeps its files
             self._internal_error(f"sending spooled {self.signal}", error)
-            return
-        if outcome is not None:
-            self._count_outcome(outcome)
 
     # -- counting and reporting ----------------------------------------------
 

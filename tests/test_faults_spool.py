@@ -159,7 +159,9 @@ def test_outage_shorter_than_the_spool_loses_nothing(
         traces_exporter="none",
         blrp_schedule_delay_millis=100,
         blrp_max_export_batch_size=64,
-        timeout_seconds=0.5,
+        # Long enough that a replay is never cut off on a busy machine and
+        # sent twice; a killed receiver refuses connections at once anyway.
+        timeout_seconds=5.0,
         spool_directory=str(tmp_path / "spool"),
     )
     _app_logger.warning("before")
@@ -182,9 +184,16 @@ def test_outage_shorter_than_the_spool_loses_nothing(
     assert receiver_process.wait_for(
         lambda r: len(r.logs()) >= emitted, _WAIT_SECONDS
     ), telemetry.stats()
-    telemetry.force_flush(_WAIT_SECONDS)
+    # The receiver records a request before it answers, and the sender
+    # counts it after the answer: poll the counts to the same total.
+    deadline = time.monotonic() + _WAIT_SECONDS
+    while time.monotonic() < deadline:
+        telemetry.force_flush(_WAIT_SECONDS)
+        stats = telemetry.stats()["logs"]
+        if stats["exported"] + stats["replayed"] >= emitted:
+            break
+        time.sleep(0.05)
 
-    stats = telemetry.stats()["logs"]
     bodies = [item["body"] for item in receiver_process.logs()]
     assert spooled > 0
     assert stats["dropped"] == {}
