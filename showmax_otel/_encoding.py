@@ -158,18 +158,28 @@ def _message(field: int, payload: bytes) -> bytes:
     return _tag(field, 2) + _len_prefix(len(payload)) + payload
 
 
+# Attribute keys repeat in every item of every batch: the encoded key, with
+# the value's tag after it, is kept. Bounded, for keys made from data.
+_KEY_PREFIXES: dict[str, bytes] = {}
+_MAX_KEY_PREFIXES = 4096
+_T_VALUE = _tag(2, 2)
+
+
+def _key_prefix(key: str) -> bytes:
+    prefix = _KEY_PREFIXES.get(key)
+    if prefix is None:
+        data = _text(key)
+        prefix = _T_STRING + _len_prefix(len(data)) + data + _T_VALUE
+        if len(_KEY_PREFIXES) < _MAX_KEY_PREFIXES:
+            _KEY_PREFIXES[key] = prefix
+
+    return prefix
+
+
 def _key_value(key: str, value: Any) -> bytes:
-    data = _text(key)
     inner = _any_value(value)
 
-    return (
-        _T_STRING
-        + _len_prefix(len(data))
-        + data
-        + _tag(2, 2)
-        + _len_prefix(len(inner))
-        + inner
-    )
+    return _key_prefix(key) + _len_prefix(len(inner)) + inner
 
 
 def _attributes(field: int, attributes: Any) -> bytes:
@@ -178,13 +188,16 @@ def _attributes(field: int, attributes: Any) -> bytes:
     # BoundedAttributes keeps its items in `_dict`; iterating that plain dict
     # skips a lock and a __getitem__ per key. The equality tests pin it.
     items: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
+    tag = _tag(field, 2)
     parts = []
     for key, value in items.items():
         try:
-            parts.append(_message(field, _key_value(key, value)))
+            inner = _any_value(value)
         except TypeError:
             # The SDK's encoder logs and skips such an attribute too.
             continue
+        pair = _key_prefix(key) + _len_prefix(len(inner)) + inner
+        parts.append(tag + _len_prefix(len(pair)) + pair)
 
     return b"".join(parts)
 

@@ -21,15 +21,25 @@ the application does afterwards: `basicConfig(force=True)`, `dictConfig`,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import logging.config
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from opentelemetry._logs import LogRecord as APILogRecord
+from opentelemetry._logs import NoOpLogger
+from opentelemetry._logs import get_logger as _otel_logger
+from opentelemetry.context import get_current
+from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import (
     LoggingHandler as _InstrumentationHandler,
 )
+from opentelemetry.sdk._logs import Logger as SDKLogger
+from opentelemetry.sdk._logs import LogRecordLimits, ReadWriteLogRecord
 
 from . import _state
 from ._redaction import Redactor
@@ -49,6 +59,8 @@ _NEVER_BRIDGED = frozenset(
 )
 # Set on a LogRecord by the bridge; excluded from its attributes.
 _SHIPPED = "_showmax_otel_shipped"
+# Set on an exception: its traceback, and that traceback formatted.
+_STACK = "_showmax_otel_stack"
 _TRUNCATION_MARK = "...[truncated by showmax_otel]"
 _CORRELATION_FIELDS = (
     "otelTraceID",
@@ -57,6 +69,8 @@ _CORRELATION_FIELDS = (
     "otelServiceName",
 )
 _MAX_INT = 2**63 - 1
+# The OpenTelemetry names of the levels whose Python names differ.
+_SEVERITY_TEXT = {logging.WARNING: "WARN", logging.CRITICAL: "FATAL"}
 
 
 def _is_bridge(handler: logging.Handler) -> bool:
@@ -95,6 +109,32 @@ def _clean_value(value: Any, limit: int) -> Any:
     return _cut(text, limit)
 
 
+def exception_stack(
+    exc_type: type[BaseException] | None,
+    error: BaseException | None,
+    tb: Any,
+) -> str:
+    """The formatted traceback, as `traceback.format_exception` writes it.
+
+    Formatting reads every frame's source line and, on Python 3.11 and
+    newer, parses it: about 0.1 ms for a short Falcon stack. A failed
+    request needs the text twice, for its span's exception event and for
+    its ERROR record, so the text is kept on the exception, for as long as
+    its traceback stays the same.
+    """
+    if error is not None:
+        cached = getattr(error, _STACK, None)
+        if cached is not None and cached[0] is tb:
+            return str(cached[1])
+    text = "".join(traceback.format_exception(exc_type, error, tb))
+    if error is not None:
+        # An exception type with __slots__ is formatted again next time.
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(error, _STACK, (tb, text))
+
+    return text
+
+
 def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -122,6 +162,25 @@ class BridgeHandler(_InstrumentationHandler):
         self._limit = max_attribute_bytes
         self._redact = (redactor or Redactor((), ())).text
         self._on_error = on_error
+        # The limits the SDK logger applies (from OTEL_*_LIMIT variables).
+        self._record_limits = LogRecordLimits()
+        self._emitting: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            "showmax_otel_bridge_emitting", default=False
+        )
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """`Handler.handle` without the handler's lock.
+
+        Emitting appends to the export queue, which is safe from any thread
+        or greenlet; under gevent the lock is a Python-level RLock, taken
+        and released for every record, for nothing.
+        """
+        accepted = self.filter(record)
+        if isinstance(accepted, logging.LogRecord):
+            record = accepted
+        if accepted:
+            self.emit(record)
+        return bool(accepted)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.__dict__.get(_SHIPPED):
@@ -135,14 +194,140 @@ class BridgeHandler(_InstrumentationHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._before_emit()
-            super().emit(record)
+            if self._emitting.get():
+                # Something called while this thread emits logged again;
+                # upstream skips such a record with a warning.
+                super().emit(record)
+                return
+            token = self._emitting.set(True)
+            try:
+                self._emit(record)
+            finally:
+                self._emitting.reset(token)
         except Exception:  # noqa: BLE001 - handleError counts and reports it
             self.handleError(record)
+
+    def sole_handler_of(
+        self, logger: logging.Logger, harmless: Iterable[object] = ()
+    ) -> bool:
+        """Whether this bridge, and nothing else, would get `logger`'s records.
+
+        No other handler on the way up, no filter on `logger` (the only
+        logger whose filters a record meets) nor on the bridge, except the
+        `harmless` ones the caller knows let its record through: then a
+        record built by `emit_direct` ships exactly what `logger.log()`
+        would have shipped, and nobody else would have seen it.
+        """
+        allowed = set(harmless)
+        if any(f not in allowed for f in self.filters) or logger.filters:
+            return False
+        if logger.disabled:
+            return False  # logging drops its records: the caller's path does too
+        found = False
+        current: logging.Logger | None = logger
+        while current is not None:
+            for handler in current.handlers:
+                if handler is not self:
+                    return False
+                found = True
+            if not current.propagate:
+                break
+            current = current.parent
+
+        return found
+
+    def emit_direct(
+        self, name: str, level: int, body: str, attributes: dict[str, Any]
+    ) -> None:
+        """Ship a record of logger `name` without a `logging.LogRecord`.
+
+        For the package's own records (the access log) when `sole_handler_of`
+        says no one else listens: building a `LogRecord` and walking the
+        logger tree costs as much again as shipping it. The caller checked
+        the logger's level; `attributes` must hold values OTLP carries
+        (str, int, float, bool), already cut to size.
+        """
+        if level < self.level:
+            return
+        limit = self._limit
+        for key, value in attributes.items():
+            if type(value) is str and len(value) > limit:
+                attributes[key] = _cut(value, limit)
+        try:
+            self._before_emit()
+            logger = _otel_logger(name, logger_provider=self._logger_provider)
+            if isinstance(logger, NoOpLogger):
+                return
+            now = time.time_ns()
+            translated = APILogRecord(
+                timestamp=now,
+                observed_timestamp=now,
+                context=get_current(),
+                severity_text=_SEVERITY_TEXT.get(level) or logging.getLevelName(level),
+                severity_number=std_to_otel(level),
+                body=_cut(body, limit),
+                attributes=attributes,
+            )
+            self._ship(logger, translated)
+        except Exception as error:  # noqa: BLE001 - counted and reported
+            if self._on_error is not None:
+                self._on_error("shipping a log record", error)
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        """What upstream's `emit` does, without cleaning the attributes twice.
+
+        The SDK wraps a record's attributes in a new `BoundedAttributes`,
+        which checks and copies every value again under a lock: a third of
+        what a record costs here. `_get_attributes` has already made every
+        value one OTLP carries and cut it to `max_attribute_bytes`, so when
+        the SDK's limits could not change anything (no length limit, no more
+        attributes than the count limit) the record is handed to the SDK
+        logger as the `ReadWriteLogRecord` it would have built, with those
+        attributes as a plain dict. Otherwise it takes the SDK's path.
+        """
+        logger = _otel_logger(record.name, logger_provider=self._logger_provider)
+        if isinstance(logger, NoOpLogger):
+            return
+        self._ship(logger, self._translate(record))
+
+    def _ship(self, logger: Any, translated: Any) -> None:
+        attributes = translated.attributes
+        limits = self._record_limits
+        count_limit = limits.max_log_record_attributes
+        if (
+            not isinstance(logger, SDKLogger)
+            or limits.max_log_record_attribute_length is not None
+            or (
+                attributes is not None
+                and count_limit is not None
+                and len(attributes) > count_limit
+            )
+        ):
+            logger.emit(translated)
+            return
+        translated.attributes = None
+        writable = ReadWriteLogRecord(
+            log_record=translated,
+            resource=logger.resource,
+            instrumentation_scope=logger.instrumentation_scope,
+            limits=limits,
+        )
+        writable.log_record.attributes = attributes
+        # The SDK logger takes a ReadWriteLogRecord as it is (its annotation
+        # names only the API record); tests/test_telemetry.py pins that.
+        logger.emit(writable)  # type: ignore[arg-type]
 
     def _get_attributes(
         self, record: logging.LogRecord
     ) -> tuple[dict[str, Any], str | None]:
-        found, event_name = super()._get_attributes(record)
+        # Upstream formats the traceback itself, every time; the exception
+        # attributes are set below, from one formatting per exception.
+        exc_info = record.exc_info
+        record.exc_info = None
+        try:
+            found, event_name = super()._get_attributes(record)
+        finally:
+            record.exc_info = exc_info
         attributes: dict[str, Any] = found
         attributes.pop(_SHIPPED, None)
         # Log correlation (OTEL_PYTHON_LOG_CORRELATION) copies the ids into
@@ -163,13 +348,17 @@ class BridgeHandler(_InstrumentationHandler):
                 continue
             elif kind is not int or not -_MAX_INT - 1 <= value <= _MAX_INT:
                 attributes[key] = _clean_value(value, limit)
-        if record.exc_info and record.exc_info[1] is not None:
-            # The semantic conventions want the whole message; upstream
-            # takes args[0] only, which loses it for most exceptions.
-            message = _safe_str(record.exc_info[1])
-            attributes["exception.message"] = _cut(self._redact(message), limit)
-            stack = attributes.get("exception.stacktrace")
-            if isinstance(stack, str):
+        if exc_info:
+            exc_type, error, tb = exc_info
+            if exc_type is not None:
+                attributes["exception.type"] = exc_type.__name__
+            if error is not None:
+                # The semantic conventions want the whole message; upstream
+                # takes args[0] only, which loses it for most exceptions.
+                message = _safe_str(error)
+                attributes["exception.message"] = _cut(self._redact(message), limit)
+            if tb is not None:
+                stack = exception_stack(exc_type, error, tb)
                 attributes["exception.stacktrace"] = _cut(self._redact(stack), limit)
 
         return attributes, event_name

@@ -409,3 +409,51 @@ def test_an_error_handler_that_raises_keeps_the_route_in_the_span_name(
     assert seen.server_span is not None
     assert seen.server_span.name == "GET /orders/{order_id}"
     assert seen.server_span.status_code == "STATUS_CODE_ERROR"
+
+
+def test_access_record_is_the_same_whether_or_not_others_listen(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shipped without a LogRecord when only the bridge listens; the same either way."""
+    import logging
+
+    from showmax_otel._logging import BridgeHandler
+
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+    root = logging.getLogger()
+    (bridge,) = [h for h in root.handlers if isinstance(h, BridgeHandler)]
+    direct_calls: list[str] = []
+    emit_direct = bridge.emit_direct
+
+    def counted(name: str, *args: Any) -> None:
+        direct_calls.append(name)
+        emit_direct(name, *args)
+
+    monkeypatch.setattr(bridge, "emit_direct", counted)
+    listener = logging.Handler()
+    seen_by_listener: list[logging.LogRecord] = []
+    listener.emit = seen_by_listener.append  # type: ignore[method-assign]
+
+    records = []
+    for others in ([], [listener]):
+        # pytest's own capture handlers sit on the root logger: set it to
+        # exactly the bridge, then the bridge and one more handler.
+        monkeypatch.setattr(root, "handlers", [bridge, *others])
+        trace_id, headers = make_traceparent()
+        _send(app, "GET", "/items/42?page=2&access_token=secret", headers)
+        assert telemetry.force_flush(5.0)
+        (record,) = wait_for_request(receiver, trace_id).access_logs
+        records.append(record)
+
+    assert direct_calls == ["falcon.access"]
+    assert [r.name for r in seen_by_listener] == ["falcon.access"]
+    direct, through_logging = records
+    for record in records:
+        record.attributes.pop("http.server.request.duration")
+    assert direct.attributes == through_logging.attributes
+    assert direct.attributes["url.query"] == "page=2&access_token=REDACTED"
+    for field in ("severity_text", "severity_number", "scope", "trace_flags"):
+        assert getattr(direct, field) == getattr(through_logging, field)
+    assert direct.body.rsplit(" ", 1)[0] == through_logging.body.rsplit(" ", 1)[0]
+    assert direct.body.startswith("GET /items/42?page=2&access_token=REDACTED 200 ")

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 
 import showmax_otel
 from showmax_otel import _state
@@ -609,3 +610,64 @@ def test_a_hand_added_otel_handler_does_not_ship_records_twice(
 
     assert receiver.wait_for(lambda r: r.logs(), 5)
     assert [r.body for r in receiver.logs()] == ["only once"]
+
+
+class _Keep(LogRecordProcessor):
+    """A processor of the application's own, added to the package's provider."""
+
+    def __init__(self) -> None:
+        self.records: list[ReadWriteLogRecord] = []
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self.records.append(log_record)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_an_application_processor_sees_each_bridged_record_whole(
+    receiver: OTLPReceiver,
+) -> None:
+    """The bridge hands the SDK logger a whole record: processors and export agree."""
+    telemetry = _init(receiver)
+    kept = _Keep()
+    telemetry.logger_provider.add_log_record_processor(kept)
+    extra = {"catalogue.item": 7, "catalogue.ratio": 0.5, "catalogue.name": "x"}
+
+    showmax_otel.get_logger("catalogue").warning("item %d", 7, extra=extra)
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: len(r.logs()) == 1, 5)
+    (seen,) = kept.records
+    (arrived,) = receiver.logs()
+    assert isinstance(seen, ReadWriteLogRecord)
+    assert seen.resource is telemetry.logger_provider.resource
+    assert seen.instrumentation_scope is not None
+    assert seen.instrumentation_scope.name == "catalogue"
+    assert dict(seen.log_record.attributes or {}) == extra
+    assert arrived.attributes == extra
+    assert arrived.body == "item 7"
+
+
+@pytest.mark.filterwarnings(
+    "ignore::opentelemetry.sdk._logs._internal.LogRecordDroppedAttributesWarning"
+)
+def test_sdk_attribute_limits_still_apply_to_bridged_records(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_LOGRECORD_ATTRIBUTE_* limits cut records as the SDK's own path would."""
+    monkeypatch.setenv("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "2")
+    monkeypatch.setenv("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    telemetry = _init(receiver)
+    extra = {"a.one": "123456", "a.two": "x", "a.three": "y"}
+
+    showmax_otel.get_logger("catalogue").warning("limited", extra=extra)
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: len(r.logs()) == 1, 5)
+    (arrived,) = receiver.logs()
+    assert len(arrived.attributes) == 2
+    assert all(len(str(value)) <= 4 for value in arrived.attributes.values())

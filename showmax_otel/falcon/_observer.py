@@ -41,6 +41,7 @@ from opentelemetry.util.http import (
 )
 
 from .. import _state
+from .._logging import BridgeHandler, exception_stack
 from .._redaction import Redactor
 
 __all__ = [
@@ -351,11 +352,7 @@ class RequestObserver:
         # The SDK's record_exception() would copy the message and the stack
         # as they are; a URL with a token inside either must be redacted, as
         # it is in the exception's log record.
-        import traceback
-
-        stack = "".join(
-            traceback.format_exception(type(error), error, error.__traceback__)
-        )
+        stack = exception_stack(type(error), error, error.__traceback__)
         text = self.redactor.text
         limit = self.max_attribute_bytes
         span.add_event(
@@ -445,6 +442,15 @@ class RequestObserver:
             extra["client.address"] = state.client_address
         if state.user_agent:
             extra["user_agent.original"] = state.user_agent
+        bridge = _sole_bridge(logger)
+        if bridge is not None:
+            bridge.emit_direct(
+                logger.name,
+                level,
+                f"{state.method} {target} {code} {duration_seconds * 1000:.1f}ms",
+                extra,
+            )
+            return
         # makeRecord() and handle() are what Logger.log() calls, minus the
         # stack walk that finds the caller: that would always be this line.
         record = logger.makeRecord(
@@ -532,6 +538,19 @@ def _version() -> str:
     from .._telemetry import _VERSION
 
     return _VERSION
+
+
+def _sole_bridge(logger: logging.Logger) -> BridgeHandler | None:
+    """The bridge, when it alone would get `logger`'s records; else None."""
+    telemetry = _state.current()
+    bridge = getattr(telemetry, "bridge", None)
+    handler = getattr(bridge, "handler", None)
+    # mark_logged looks at exceptions only: an access record has none.
+    if isinstance(handler, BridgeHandler) and handler.sole_handler_of(
+        logger, harmless=(mark_logged,)
+    ):
+        return handler
+    return None
 
 
 def _let_info_through(logger: logging.Logger) -> None:
