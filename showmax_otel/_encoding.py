@@ -176,6 +176,13 @@ def _key_prefix(key: str) -> bytes:
     return prefix
 
 
+# Whole pairs repeat too (a method, a route, a status code): short strings,
+# ints and bools are kept with their encoding, until there are too many of
+# them, when the cache starts again.
+_PAIRS: dict[tuple[str, type, Any], bytes] = {}
+_MAX_PAIRS = 8192
+
+
 def _key_value(key: str, value: Any) -> bytes:
     inner = _any_value(value)
 
@@ -190,13 +197,26 @@ def _attributes(field: int, attributes: Any) -> bytes:
     items: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
     tag = _tag(field, 2)
     parts = []
+    pairs = _PAIRS
     for key, value in items.items():
-        try:
-            inner = _any_value(value)
-        except TypeError:
-            # The SDK's encoder logs and skips such an attribute too.
-            continue
-        pair = _key_prefix(key) + _len_prefix(len(inner)) + inner
+        kind = type(value)
+        if kind is int or kind is bool or (kind is str and len(value) <= 64):
+            # The type is part of the key: True == 1, and both hash alike.
+            cached = (key, kind, value)
+            pair = pairs.get(cached)
+            if pair is None:
+                inner = _any_value(value)
+                pair = _key_prefix(key) + _len_prefix(len(inner)) + inner
+                if len(pairs) >= _MAX_PAIRS:
+                    pairs.clear()
+                pairs[cached] = pair
+        else:
+            try:
+                inner = _any_value(value)
+            except TypeError:
+                # The SDK's encoder logs and skips such an attribute too.
+                continue
+            pair = _key_prefix(key) + _len_prefix(len(inner)) + inner
         parts.append(tag + _len_prefix(len(pair)) + pair)
 
     return b"".join(parts)

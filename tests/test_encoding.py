@@ -165,3 +165,20 @@ def test_invalid_utf8_and_huge_ints_do_not_fail_the_batch() -> None:
     }
     assert attributes["bad"].string_value == "a?b"
     assert attributes["huge"].string_value == str(2**70)
+
+
+def test_values_equal_in_python_but_not_in_otlp_keep_their_types() -> None:
+    """True, 1 and "1" under one key stay a bool, an int and a string."""
+    spans = _spans([{"flag": True}, {"flag": 1}, {"flag": "1"}, {"flag": False}] * 2)
+
+    ours = ExportTraceServiceRequest.FromString(encode_spans(spans))
+
+    assert ours == sdk_encode_spans(spans)
+    kinds = [
+        span.attributes[0].value.WhichOneof("value")
+        for scope in ours.resource_spans[0].scope_spans
+        for span in scope.spans
+    ]
+    assert sorted(kinds) == sorted(
+        ["bool_value", "int_value", "string_value"] * 2 + ["bool_value"] * 2
+    )
