@@ -39,6 +39,13 @@ What the servers add, and this module handles:
 - Stop signals are held back during the exit flush, and under gevent the
   flush waits on a real lock (uWSGI's gevent loop calls its exit hook
   twice and exits as soon as the second call returns).
+- Under `opentelemetry-instrument`, `init_telemetry()` runs from
+  `sitecustomize`, which uWSGI's master imports inside `Py_Initialize()`:
+  before uWSGI has made its `uwsgi` module (and while `sys.argv` is
+  `['']`). Nothing can be hooked then, and the process is the master to
+  be, so it prepares nothing and starts no thread; each worker installs
+  the hooks (the exit flush above) and re-initialises gevent when it first
+  exports, as the post-fork hook would have done.
 
 This module never imports `uwsgi` or `gunicorn`; it looks at them only when
 they are already loaded.
@@ -141,6 +148,22 @@ def in_uwsgi_master() -> bool:
         return False
 
 
+def _uwsgi_starting() -> bool:
+    """Whether uWSGI is initialising this interpreter and has no module yet.
+
+    True only while `sitecustomize` runs in uWSGI's master (under
+    `opentelemetry-instrument`): uWSGI leaves `sys.argv` empty until it
+    has made its `uwsgi` module, and the kernel's command line names it.
+    """
+    if _uwsgi() is not None or any(getattr(sys, "argv", None) or ()):
+        return False
+    from .server_logs import process_command_line
+
+    argv = process_command_line()
+
+    return bool(argv) and os.path.basename(argv[0]).startswith("uwsgi")
+
+
 def may_start_worker() -> bool:
     """Whether this process may start export threads now.
 
@@ -151,7 +174,7 @@ def may_start_worker() -> bool:
     that lock hangs on it. Elsewhere it first finishes this process's setup
     (once per pid): the resource's pid and, under gevent, the watch.
     """
-    if in_uwsgi_master():
+    if in_uwsgi_master() or _uwsgi_starting():
         return False
     hooks = _hooks()
     if hooks is not None:
@@ -222,6 +245,10 @@ class ServerHooks:
         self.watch: _gevent.HubBlockWatch | None = None
         # The pid of a gunicorn arbiter that loaded the app: it exports nothing.
         self.master_pid = os.getpid() if _in_gunicorn_master() else 0
+        # Built before uWSGI made its module (`opentelemetry-instrument`):
+        # the uWSGI hooks wait for the first worker that exports.
+        self._uwsgi_pending = _uwsgi_starting()
+        self._built_pid = os.getpid()
         self._request_spans: _gevent.RequestSpans | None = None
         self._prepared_pid = 0
         self._exit_flushed_pid = 0
@@ -239,7 +266,11 @@ class ServerHooks:
         if uwsgi is not None:
             self._install_uwsgi_hooks(uwsgi)
         self._undo.append(_gevent.subscribe_to_patch_all(self.on_patch_all))
-        if not in_uwsgi_master() and self.master_pid != os.getpid():
+        if (
+            not self._uwsgi_pending
+            and not in_uwsgi_master()
+            and self.master_pid != os.getpid()
+        ):
             # In a master, workers do this after the fork.
             self.prepare_process()
 
@@ -249,8 +280,27 @@ class ServerHooks:
         if self._prepared_pid == pid:
             return
         self._prepared_pid = pid
+        if self._uwsgi_pending:
+            self._install_late_uwsgi_hooks()
         self.telemetry.on_new_process()
         self._setup_gevent()
+
+    def _install_late_uwsgi_hooks(self) -> None:
+        """The uWSGI hooks `install()` could not set, in a worker that exports.
+
+        uWSGI reads `uwsgi.atexit` when the worker exits, so setting it now
+        is enough for the exit flush. The post-fork hook cannot run any
+        more for this worker: its gevent re-initialisation is done here.
+        """
+        uwsgi = _uwsgi()
+        if uwsgi is None:
+            return
+        self._uwsgi_pending = False
+        self._install_uwsgi_hooks(uwsgi)
+        if os.getpid() != self._built_pid:
+            # Forked in C from the master, whose hub (made by the SDK's
+            # resource detection) this worker still shares.
+            _gevent.reinit_after_c_fork()
 
     def after_uwsgi_fork(self) -> None:
         """uWSGI's post-fork hook, in each new worker, mule or spooler."""
@@ -263,7 +313,7 @@ class ServerHooks:
     def on_patch_all(self) -> None:
         """gevent just patched this process (a gunicorn gevent worker, say)."""
         try:
-            if in_uwsgi_master() or self.master_pid == os.getpid():
+            if in_uwsgi_master() or self.master_pid == os.getpid() or _uwsgi_starting():
                 self._report(_gevent.patch_findings())
                 return
             self._setup_gevent()

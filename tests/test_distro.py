@@ -299,6 +299,58 @@ def test_uwsgi_under_the_cli_exports_from_its_workers(
 @pytest.mark.servers
 @pytest.mark.slow
 @pytest.mark.parametrize(
+    ("gevent", "lazy_apps", "stop"),
+    [
+        (True, True, "sigterm"),
+        (True, False, "sigterm"),
+        (False, False, "fifo-q"),
+    ],
+    ids=["gevent-lazy-apps-sigterm", "gevent-sigterm", "prefork-fifo-q"],
+)
+def test_uwsgi_under_the_cli_flushes_what_workers_queued_at_exit(
+    receiver: OTLPReceiver, tmp_path: Path, gevent: bool, lazy_apps: bool, stop: str
+) -> None:
+    """The CLI configures in uWSGI's master before its `uwsgi` module exists;
+    the workers' exit hook must still flush what they queued.
+
+    Nothing leaves on a timer, so only the flush at worker exit can deliver.
+    """
+    port = free_port()
+    fifo = tmp_path / "master.fifo"
+    extra = ["--master-fifo", str(fifo)]
+    if gevent:
+        extra.append("--gevent-early-monkey-patch")
+    if lazy_apps:
+        extra.append("--lazy-apps")
+    command = uwsgi_command(
+        "zc_app:app", port, processes=2, gevent=10 if gevent else None, extra=extra
+    )
+    env = _env(
+        receiver,
+        {
+            "ZC_MODE": "cli",
+            "OTEL_BSP_SCHEDULE_DELAY": "600000",
+            "OTEL_BLRP_SCHEDULE_DELAY": "600000",
+        },
+    )
+
+    with ServerProcess(_instrument(*command), port=port, env=env) as server:
+        answers = _send_work(server)
+        if stop == "sigterm":
+            server.stop(signal.SIGTERM)
+        else:
+            with open(fifo, "wb", buffering=0) as pipe:
+                pipe.write(b"q")
+            assert server.wait(30) is not None, server.output()
+        output = server.output()
+
+    _wait_for_work(receiver, answers)
+    _assert_one_of_everything(receiver, answers, output)
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+@pytest.mark.parametrize(
     ("worker_class", "preload"),
     [("sync", False), ("gevent", True)],
     ids=["sync", "gevent-preload"],
