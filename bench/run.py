@@ -757,6 +757,10 @@ def run_micro(out_dir: Path) -> dict[str, Any]:
             "-q",
             "-p",
             "no:cacheprovider",
+            # pytest's log capture puts handlers on the root logger, which
+            # the package's records reach and the hand-written set-up's do not.
+            "-p",
+            "no:logging",
             "--benchmark-json",
             str(raw),
             "--benchmark-min-rounds",

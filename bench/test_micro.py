@@ -1,7 +1,9 @@
 """Micro-benchmarks of what telemetry adds to the request path (pytest-benchmark).
 
 Run by `python -m bench`, or alone:
-`pytest bench/test_micro.py -o addopts= --benchmark-columns=median,min`.
+`pytest bench/test_micro.py -o addopts= -p no:logging --benchmark-columns=median,min`
+(without pytest's log capture, whose handlers on the root logger would be
+timed with every showmax record).
 
 Each cost is measured for OpenTelemetry by hand (SDK providers, batch
 processors, the upstream logging handler) and for showmax_otel, with the

@@ -195,8 +195,9 @@ class BridgeHandler(_InstrumentationHandler):
         try:
             self._before_emit()
             if self._emitting.get():
-                # Something called while this thread emits logged again;
-                # upstream skips such a record with a warning.
+                # Logged while this thread or greenlet emits (from an extra
+                # value's __repr__, say): upstream's path, whose own guard
+                # stops a loop.
                 super().emit(record)
                 return
             token = self._emitting.set(True)
@@ -274,23 +275,23 @@ class BridgeHandler(_InstrumentationHandler):
                 self._on_error("shipping a log record", error)
 
     def _emit(self, record: logging.LogRecord) -> None:
-        """What upstream's `emit` does, without cleaning the attributes twice.
-
-        The SDK wraps a record's attributes in a new `BoundedAttributes`,
-        which checks and copies every value again under a lock: a third of
-        what a record costs here. `_get_attributes` has already made every
-        value one OTLP carries and cut it to `max_attribute_bytes`, so when
-        the SDK's limits could not change anything (no length limit, no more
-        attributes than the count limit) the record is handed to the SDK
-        logger as the `ReadWriteLogRecord` it would have built, with those
-        attributes as a plain dict. Otherwise it takes the SDK's path.
-        """
+        """What upstream's `emit` does, shipped through `_ship`."""
         logger = _otel_logger(record.name, logger_provider=self._logger_provider)
         if isinstance(logger, NoOpLogger):
             return
         self._ship(logger, self._translate(record))
 
     def _ship(self, logger: Any, translated: Any) -> None:
+        """Hand a translated record to the SDK logger, cleaned once.
+
+        The SDK wraps a record's attributes in a new `BoundedAttributes`,
+        which checks and copies every value again under a lock: a third of
+        what a record costs here. Ours are already values OTLP carries, cut
+        to `max_attribute_bytes`, so when the SDK's limits could not change
+        anything (no length limit, no more attributes than the count limit)
+        the SDK logger gets the `ReadWriteLogRecord` it would have built,
+        with those attributes as a plain dict. Otherwise the SDK's path.
+        """
         attributes = translated.attributes
         limits = self._record_limits
         count_limit = limits.max_log_record_attributes

@@ -268,4 +268,8 @@ def test_a_new_process_sends_what_an_earlier_one_spooled(
 
     assert receiver_process.wait_for(lambda r: len(r.logs()) == 101, _WAIT_SECONDS)
     assert telemetry.force_flush(_WAIT_SECONDS)
+    # Counted once the receiver has answered, a moment after it recorded them.
+    deadline = time.monotonic() + _WAIT_SECONDS
+    while telemetry.stats()["logs"]["replayed"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert telemetry.stats()["logs"]["replayed"] == 100
