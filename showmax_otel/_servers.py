@@ -46,6 +46,11 @@ What the servers add, and this module handles:
   be, so it prepares nothing and starts no thread; each worker installs
   the hooks (the exit flush above) and re-initialises gevent when it first
   exports, as the post-fork hook would have done.
+  Limitation: until that first export a worker still shares the master's
+  gevent hub (its epoll set), and the uWSGI option checks at init
+  (`--skip-atexit`, a `--worker-reload-mercy` shorter than the flush) find
+  no `uwsgi` module and say nothing; `showmax-otel doctor --server
+  "uwsgi ..."` still reports them.
 
 This module never imports `uwsgi` or `gunicorn`; it looks at them only when
 they are already loaded.
