@@ -228,9 +228,12 @@ class BridgeHandler(_InstrumentationHandler):
         current: logging.Logger | None = logger
         while current is not None:
             for handler in current.handlers:
-                if handler is not self:
+                if handler is self:
+                    found = True
+                elif type(handler) is not logging.NullHandler:
+                    # A library's NullHandler (Falcon 3 puts one on
+                    # "falcon") does nothing with a record: it may stay.
                     return False
-                found = True
             if not current.propagate:
                 break
             current = current.parent
