@@ -162,8 +162,6 @@ class BridgeHandler(_InstrumentationHandler):
         self._limit = max_attribute_bytes
         self._redact = (redactor or Redactor((), ())).text
         self._on_error = on_error
-        # The limits the SDK logger applies (from OTEL_*_LIMIT variables).
-        self._record_limits = LogRecordLimits()
         self._emitting: contextvars.ContextVar[bool] = contextvars.ContextVar(
             "showmax_otel_bridge_emitting", default=False
         )
@@ -296,11 +294,17 @@ class BridgeHandler(_InstrumentationHandler):
         with those attributes as a plain dict. Otherwise the SDK's path.
         """
         attributes = translated.attributes
-        limits = self._record_limits
+        # The limits this logger applies: its provider's, or the OTEL_*_LIMIT
+        # variables'. Private in the SDK; without them, the SDK's own path.
+        limits = getattr(logger, "_log_record_limits", None)
+        if not isinstance(logger, SDKLogger) or not isinstance(
+            limits, LogRecordLimits
+        ):
+            logger.emit(translated)
+            return
         count_limit = limits.max_log_record_attributes
         if (
-            not isinstance(logger, SDKLogger)
-            or limits.max_log_record_attribute_length is not None
+            limits.max_log_record_attribute_length is not None
             or (
                 attributes is not None
                 and count_limit is not None

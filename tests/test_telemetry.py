@@ -648,6 +648,9 @@ def test_an_application_processor_sees_each_bridged_record_whole(
     assert seen.instrumentation_scope is not None
     assert seen.instrumentation_scope.name == "catalogue"
     assert dict(seen.log_record.attributes or {}) == extra
+    # The bridge's own road: the SDK did not copy the attributes again (its
+    # road leaves a BoundedAttributes; see BridgeHandler._ship).
+    assert type(seen.log_record.attributes) is dict
     assert arrived.attributes == extra
     assert arrived.body == "item 7"
 
