@@ -323,6 +323,11 @@ with trace.get_tracer("t").start_as_current_span("parent"):
 showmax_otel.get_logger("app").warning("a record")
 parent_threads = len(os.listdir("/proc/self/task"))
 read_end, write_end = os.pipe()
+# gevent installs its SIGCHLD handler with the first child watcher, after
+# the fork: a child that exits before that (this one is quick, and the
+# parent may wait for the GIL after forking) is never reaped by gevent's
+# waitpid. gevent.subprocess installs it before forking; so does this.
+gevent.get_hub().loop.install_sigchld()
 child = os.fork()
 if child == 0:
     os.write(write_end, str(len(os.listdir("/proc/self/task"))).encode())
