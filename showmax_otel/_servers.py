@@ -94,8 +94,16 @@ _HOOK_MARK = "_showmax_otel_hooks"
 
 
 def process_resource() -> Resource:
-    """The attributes a forked child must not share with its parent."""
+    """The attributes a forked child must not share with its parent.
+
+    Its pid, and a `service.instance.id` of its own, unless one was
+    configured (`resource_attributes` or OTEL_RESOURCE_ATTRIBUTES): that one
+    is the user's name for the whole service and stays, where the SDK's own
+    fork step would replace it.
+    """
     resource = Resource({"process.pid": os.getpid()})
+    if _instance_id_configured():
+        return resource
     try:
         from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
     except ImportError:
@@ -103,6 +111,14 @@ def process_resource() -> Resource:
         return resource
 
     return resource.merge(ServiceInstanceIdResourceDetector().detect())
+
+
+def _instance_id_configured() -> bool:
+    key = "service.instance.id"
+    telemetry = _state.current()
+    if telemetry is not None and key in telemetry.settings.resource_attributes:
+        return True
+    return f"{key}=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").replace(" ", "")
 
 
 class ForkSafeTracerProvider(TracerProvider):

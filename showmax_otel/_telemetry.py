@@ -148,19 +148,21 @@ class Telemetry:
         self.on_new_process()
 
     def on_new_process(self) -> None:
-        """In a forked child: give the providers' resource this process's pid."""
+        """In a forked child: give the resource this process's pid and instance id."""
         pid = os.getpid()
         if pid == self._resource_pid:
             return
         self._resource_pid = pid
-        from opentelemetry.sdk.resources import Resource
+        from ._servers import process_resource
 
         # A pre-fork server may have reconfigured logging in the parent
         # through a reference taken before init (gunicorn's dictConfig on
         # reload): the bridge must be back before this worker's first record.
         if self.bridge is not None:
             self.bridge.ensure()
-        update = Resource({"process.pid": pid})
+        # Each worker is an instance of its own (the SDK's fork hook does
+        # the same): its pid, and a service.instance.id of its own.
+        update = process_resource()
         # The SDK does this itself from os.register_at_fork, which uWSGI's
         # fork never triggers; the method is private, and the servers' tests
         # pin that each worker reports its own pid.

@@ -236,6 +236,12 @@ def test_every_worker_exports_its_own_spans_and_records(
 
     assert _by_pid(_app_logs(receiver)) == answered
     assert _by_pid(_app_spans(receiver)) == answered
+    # Each worker is an instance of its own, forked in C or not.
+    instances = {
+        int(item.resource["process.pid"]): item.resource["service.instance.id"]
+        for item in _app_logs(receiver) + _app_spans(receiver)
+    }
+    assert len(set(instances.values())) == workers, instances
     logs_by_trace = {record.trace_id: record for record in _app_logs(receiver)}
     for span in _app_spans(receiver):
         assert logs_by_trace[span.trace_id].span_id == span.span_id

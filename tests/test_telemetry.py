@@ -529,6 +529,32 @@ def test_a_forked_child_exports_its_own_records_with_its_own_pid(
         "parent after fork": report["parent"],
     }
     assert len(receiver.logs()) == 3
+    instance = {r.body: r.resource["service.instance.id"] for r in receiver.logs()}
+    assert instance["parent before fork"] == instance["parent after fork"]
+    assert instance["child"] != instance["parent before fork"]
+
+
+def test_a_configured_instance_id_is_kept_in_a_forked_child(
+    receiver: OTLPReceiver,
+) -> None:
+    """service.instance.id from OTEL_RESOURCE_ATTRIBUTES survives the fork."""
+    result = _run_python(
+        f"""
+        import os, showmax_otel
+        os.environ["OTEL_RESOURCE_ATTRIBUTES"] = "service.instance.id=pod-7"
+        showmax_otel.init_telemetry(endpoint={receiver.http_endpoint!r})
+        pid = os.fork()
+        if pid == 0:
+            showmax_otel.get_logger("fork").warning("child")
+            os._exit(0 if showmax_otel.shutdown_telemetry(10) else 3)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+    assert receiver.wait_for(lambda r: len(r.logs()) == 1, 10)
+    assert receiver.logs()[0].resource["service.instance.id"] == "pod-7"
 
 
 def test_a_forked_child_that_exits_at_once_does_not_wait_or_count_the_parent(
