@@ -584,7 +584,8 @@ def block_record_reporter(
             timestamp=block.started_unix_nano,
             context=context,
             severity_number=SeverityNumber.WARN,
-            severity_text="WARNING",
+            # The bridge's name for Python's WARNING, as every other record.
+            severity_text="WARN",
             body=body,
             attributes={
                 "gevent.block.duration_ms": duration_ms,

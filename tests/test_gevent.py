@@ -398,7 +398,7 @@ print(json.dumps({"trace_id": trace_id, "span_id": span_id, "pid": os.getpid()})
 
     assert receiver.wait_for(lambda r: bool(_blocks(r)), 10)
     (record,) = _blocks(receiver)
-    assert record.severity_text == "WARNING"
+    assert record.severity_text == "WARN"
     assert (record.trace_id, record.span_id) == (result["trace_id"], result["span_id"])
     assert 150 <= record.attributes["gevent.block.duration_ms"] < 1000
     assert record.attributes["gevent.block.ongoing"] is False

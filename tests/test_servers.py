@@ -426,7 +426,7 @@ def test_a_blocked_hub_is_reported_with_the_request_trace(
 
     assert gevent_receiver.wait_for(lambda r: bool(reported(r)), 15)
     (record,) = reported(gevent_receiver)
-    assert record.severity_text == "WARNING"
+    assert record.severity_text == "WARN"
     assert record.resource["process.pid"] == answer["pid"]
     assert record.attributes["gevent.block.duration_ms"] >= 250
     assert "hold_the_event_loop" in record.attributes["code.stacktrace"]
