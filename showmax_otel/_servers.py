@@ -583,10 +583,15 @@ def findings_for_uwsgi_options(
     no_threads = has_threads is False or (has_threads is None and not threads_asked)
     if no_threads and not gevent_loop:
         findings.append(
-            "uWSGI runs without Python threads (no --enable-threads): the export "
-            "thread only runs while a request holds the interpreter, so records "
-            "wait in the queue, or are lost at exit; add --enable-threads"
-            + ("" if has_threads is False else " (uWSGI 2.0.31 enables them itself)")
+            (
+                "uWSGI runs without Python threads (no --enable-threads)"
+                if has_threads is False
+                else "no --enable-threads: uWSGI releases before 2.0.31 then run "
+                "without Python threads"
+            )
+            + ": the export thread only runs while a request holds the "
+            "interpreter, so records wait in the queue, or are lost at exit; "
+            "add --enable-threads"
         )
     if gevent_loop and "http11-socket" in opts:
         versions = " ".join(

@@ -534,6 +534,27 @@ def _uwsgi_options_from_command(args: Sequence[str]) -> dict[str, list[str]]:
     return options
 
 
+def _unreadable_ini_files(args: Sequence[str]) -> list[tuple[str, str]]:
+    """The ini files a uWSGI command line names that cannot be read, and why."""
+    paths = []
+    for index, arg in enumerate(args):
+        if arg.startswith("--ini="):
+            paths.append(arg.partition("=")[2])
+        elif arg == "--ini" and index + 1 < len(args):
+            paths.append(args[index + 1])
+        elif not arg.startswith("-") and arg.endswith(".ini"):
+            paths.append(arg)
+    unreadable = []
+    for path in dict.fromkeys(paths):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            unreadable.append((path, error.strerror or type(error).__name__))
+
+    return unreadable
+
+
 def uwsgi_findings(
     options: Mapping[str, Sequence[str]] | None = None,
     *,
@@ -640,7 +661,17 @@ def server_findings(
     program = os.path.basename(argv[0])
     if program.startswith("uwsgi") or argv[0].endswith(".ini"):
         args = argv[1:] if program.startswith("uwsgi") else argv
-        return uwsgi_findings(
+        unreadable = [
+            Finding(
+                "uwsgi-ini-unreadable",
+                f"cannot read the ini file {path!r} ({problem}): its options "
+                "were not checked",
+                "run the doctor from the directory the service starts in, or "
+                "give the file's full path",
+            )
+            for path, problem in _unreadable_ini_files(args)
+        ]
+        return unreadable + uwsgi_findings(
             _uwsgi_options_from_command(args),
             shutdown_timeout_seconds=shutdown_timeout_seconds,
         )

@@ -288,6 +288,18 @@ def test_uwsgi_ini_options_that_lose_telemetry_are_found(
         assert option in finding.problem + finding.fix
 
 
+@pytest.mark.parametrize("form", ["--ini {}", "--ini={}", "{}"])
+def test_an_ini_file_that_cannot_be_read_is_reported(tmp_path: Path, form: str) -> None:
+    """A missing ini is said to be missing, not read as an empty configuration."""
+    missing = tmp_path / "nosuch.ini"
+
+    findings = doctor.server_findings("uwsgi " + form.format(missing))
+
+    assert codes(findings)[0] == "uwsgi-ini-unreadable"
+    assert str(missing) in findings[0].problem
+    assert "No such file" in findings[0].problem
+
+
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
