@@ -25,9 +25,10 @@ import contextlib
 import contextvars
 import logging
 import logging.config
+import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry._logs import LogRecord as APILogRecord
@@ -57,10 +58,11 @@ _NEVER_BRIDGED = frozenset(
         "charset_normalizer",
     }
 )
-# Set on a LogRecord by the bridge; excluded from its attributes.
+# Set on a LogRecord by the bridge, so that a record met again (on a
+# non-propagating logger that is bridged too) ships once; excluded from its
+# attributes. Limitation: a formatter that prints every field of a record
+# (a JSON formatter walking record.__dict__) shows it as well.
 _SHIPPED = "_showmax_otel_shipped"
-# Set on an exception: its traceback, and that traceback formatted.
-_STACK = "_showmax_otel_stack"
 _TRUNCATION_MARK = "...[truncated by showmax_otel]"
 _CORRELATION_FIELDS = (
     "otelTraceID",
@@ -114,31 +116,95 @@ def exception_stack(
     error: BaseException | None,
     tb: Any,
 ) -> str:
-    """The formatted traceback, as `traceback.format_exception` writes it.
+    """The formatted traceback, as `traceback.format_exception` writes it,
+    without the `^^^^` lines that Python 3.11 and newer put under a frame.
 
-    Formatting reads every frame's source line and, on Python 3.11 and
-    newer, parses it: about 0.1 ms for a short Falcon stack. A failed
-    request needs the text twice, for its span's exception event and for
-    its ERROR record, so the text is kept on the exception, for as long as
-    its traceback stays the same.
+    Those markers cost a parse of every frame's source line (about 0.1 ms
+    for a short Falcon stack, more than half of the formatting) and say
+    nothing a reader of a log backend needs that the line itself does not.
+    Text prepared by `stack_prepared` for this very exception and traceback
+    is used as it is.
     """
-    if error is not None:
-        cached = getattr(error, _STACK, None)
-        if cached is not None and cached[0] is tb:
-            return str(cached[1])
-    text = "".join(traceback.format_exception(exc_type, error, tb))
-    if error is not None:
-        # An exception type with __slots__ is formatted again next time.
-        with contextlib.suppress(AttributeError, TypeError):
-            setattr(error, _STACK, (tb, text))
+    prepared = _PREPARED_STACK.get()
+    if prepared is not None and prepared[0] is error and prepared[1] is tb:
+        return prepared[2]
+    # What format_exception() builds: the type is taken from the value.
+    summary = traceback.TracebackException(
+        type(error),  # type: ignore[arg-type]
+        error,  # type: ignore[arg-type]
+        tb,
+        compact=True,
+    )
+    if _FRAMES_HAVE_COLUMNS:
+        _forget_columns(summary)
 
-    return text
+    return "".join(summary.format())
+
+
+# A failed request needs its traceback twice, for its span's exception
+# event and for its ERROR record: the text formatted for the first is
+# handed to the second while that record is logged, and forgotten after.
+# Nothing is kept on the exception (it must stay picklable, and a note
+# added to it later must show).
+_PREPARED_STACK: contextvars.ContextVar[tuple[BaseException, Any, str] | None] = (
+    contextvars.ContextVar("showmax_otel_prepared_stack", default=None)
+)
+
+
+@contextlib.contextmanager
+def stack_prepared(error: BaseException, text: str) -> Iterator[None]:
+    """Within the block, `exception_stack` of `error` is `text`."""
+    token = _PREPARED_STACK.set((error, error.__traceback__, text))
+    try:
+        yield
+    finally:
+        _PREPARED_STACK.reset(token)
+
+
+# Python 3.11 added column positions to frame summaries; a frame without
+# them is formatted as before, with no marker line.
+_FRAMES_HAVE_COLUMNS = sys.version_info >= (3, 11)
+
+
+def _forget_columns(summary: traceback.TracebackException) -> None:
+    """Drop the column positions of every frame, chained exceptions included."""
+    seen: set[int] = set()
+    pending = [summary]
+    while pending and len(seen) < 1000:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            frame.colno = None  # type: ignore[attr-defined]
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)
+        pending.extend(getattr(current, "exceptions", None) or ())
+
+
+def _regularize_keys(attributes: dict[Any, Any], keys: list[Any], limit: int) -> None:
+    """Attribute keys as the SDK would have them: an `extra` key that is not
+    a string is named by its str(), an empty or None one is left out."""
+    for key in keys:
+        value = attributes.pop(key)
+        if key is None or key == "":
+            continue
+        try:
+            name = str(key)
+        except Exception:  # noqa: BLE001 - an unnameable key is left out
+            continue
+        if name and name not in attributes:
+            attributes[name] = _clean_value(value, limit)
 
 
 def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    return text[: max(limit - len(_TRUNCATION_MARK), 0)] + _TRUNCATION_MARK
+    if limit < 2 * len(_TRUNCATION_MARK):
+        # Too short to say it was cut and keep something: only cut.
+        return text[:limit]
+    return text[: limit - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
 
 
 class BridgeHandler(_InstrumentationHandler):
@@ -222,6 +288,13 @@ class BridgeHandler(_InstrumentationHandler):
             return False
         if logger.disabled:
             return False  # logging drops its records: the caller's path does too
+        # A record factory or a Logger class of the application's may add
+        # fields to every record: only logging itself builds those.
+        if (
+            logging.getLogRecordFactory() is not logging.LogRecord
+            or type(logger).makeRecord is not logging.Logger.makeRecord
+        ):
+            return False
         found = False
         current: logging.Logger | None = logger
         while current is not None:
@@ -344,7 +417,11 @@ class BridgeHandler(_InstrumentationHandler):
             for injected in _CORRELATION_FIELDS:
                 attributes.pop(injected, None)
         limit = self._limit
+        irregular_keys = None
         for key, value in attributes.items():
+            if type(key) is not str or not key:
+                irregular_keys = [*(irregular_keys or ()), key]
+                continue
             # Runs for every attribute of every record: the values OTLP
             # carries as they are (short strings, floats, bools, int64s)
             # are only type-checked here.
@@ -356,6 +433,8 @@ class BridgeHandler(_InstrumentationHandler):
                 continue
             elif kind is not int or not -_MAX_INT - 1 <= value <= _MAX_INT:
                 attributes[key] = _clean_value(value, limit)
+        if irregular_keys is not None:
+            _regularize_keys(attributes, irregular_keys, limit)
         if exc_info:
             exc_type, error, tb = exc_info
             if exc_type is not None:
@@ -662,7 +741,3 @@ def get_logger(name: str | None = None) -> logging.Logger:
             telemetry.bridge.ensure()
 
     return logging.getLogger(name)
-
-
-def format_exception_text(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))

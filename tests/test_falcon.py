@@ -460,3 +460,35 @@ def test_access_record_is_the_same_whether_or_not_others_listen(
         assert getattr(direct, field) == getattr(through_logging, field)
     assert direct.body.rsplit(" ", 1)[0] == through_logging.body.rsplit(" ", 1)[0]
     assert direct.body.startswith("GET /items/42?page=2&access_token=REDACTED 200 ")
+
+
+def test_access_record_carries_what_the_applications_record_factory_adds(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LogRecord factory of the application's runs for the access record too."""
+    import logging
+
+    from showmax_otel._logging import BridgeHandler
+
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+    root = logging.getLogger()
+    (bridge,) = [h for h in root.handlers if isinstance(h, BridgeHandler)]
+    monkeypatch.setattr(root, "handlers", [bridge])
+    standard = logging.getLogRecordFactory()
+
+    def with_deployment(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = standard(*args, **kwargs)
+        record.deployment = "blue"
+        return record
+
+    logging.setLogRecordFactory(with_deployment)
+    try:
+        trace_id, headers = make_traceparent()
+        _send(app, "GET", "/items/42", headers)
+        assert telemetry.force_flush(5.0)
+        (record,) = wait_for_request(receiver, trace_id).access_logs
+    finally:
+        logging.setLogRecordFactory(standard)
+
+    assert record.attributes["deployment"] == "blue"

@@ -700,3 +700,124 @@ def test_sdk_attribute_limits_still_apply_to_bridged_records(
     (arrived,) = receiver.logs()
     assert len(arrived.attributes) == 2
     assert all(len(str(value)) <= 4 for value in arrived.attributes.values())
+
+
+def _lookup(catalogue: dict[str, int]) -> int:
+    return catalogue["missing"] + len(catalogue) * 2
+
+
+def test_a_logged_exception_ships_the_standard_traceback_without_marker_lines(
+    receiver: OTLPReceiver,
+) -> None:
+    """The stack trace is format_exception()'s text, chained causes included,
+    minus the column markers (^^^^, ~~~~) that Python 3.11 and newer add."""
+    import traceback
+
+    telemetry = _init(receiver)
+    try:
+        try:
+            _lookup({})
+        except KeyError as cause:
+            raise RuntimeError("catalogue lookup failed") from cause
+    except RuntimeError as error:
+        showmax_otel.get_logger("catalogue").exception("failed")
+        standard = "".join(traceback.format_exception(error))
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    (record,) = receiver.logs()
+    stack = record.attributes["exception.stacktrace"]
+    without_markers = "".join(
+        line
+        for line in standard.splitlines(keepends=True)
+        if not (line.strip() and set(line.strip()) <= set("^~"))
+    )
+    assert stack == without_markers
+    assert 'return catalogue["missing"] + len(catalogue) * 2' in stack
+    assert "The above exception was the direct cause" in stack
+
+
+def test_a_logged_exception_stays_picklable_and_its_later_notes_show(
+    receiver: OTLPReceiver,
+) -> None:
+    """Logging an exception leaves nothing on it: it pickles as before, and a
+    note added afterwards is in the next record's stack trace."""
+    import pickle
+
+    telemetry = _init(receiver)
+    log = showmax_otel.get_logger("catalogue")
+    try:
+        raise ValueError("item 3 missing")
+    except ValueError as error:
+        log.exception("first")
+        assert pickle.loads(pickle.dumps(error)).args == ("item 3 missing",)
+        error.add_note("while importing order 42")
+        log.exception("second")
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 2, 5)
+    first, second = sorted(receiver.logs(), key=lambda r: r.body)
+    assert "while importing order 42" not in first.attributes["exception.stacktrace"]
+    assert "while importing order 42" in second.attributes["exception.stacktrace"]
+
+
+def test_extra_keys_that_are_not_names_are_shipped_as_the_sdk_would(
+    receiver: OTLPReceiver,
+) -> None:
+    """A non-string `extra` key is named by its str(), an empty one left out;
+    the record itself always arrives."""
+    telemetry = _init(receiver)
+    log = showmax_otel.get_logger("catalogue")
+    log.warning("int key", extra={1: "one"})
+    log.warning("empty key", extra={"": "empty", "kept": "yes"})
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 2, 5)
+    records = {r.body: r.attributes for r in receiver.logs()}
+    assert records["int key"]["1"] == "one"
+    assert "" not in records["empty key"]
+    assert records["empty key"]["kept"] == "yes"
+    assert telemetry.stats()["logs"]["dropped"] == {}
+
+
+def test_a_tiny_attribute_limit_is_never_exceeded(receiver: OTLPReceiver) -> None:
+    """Below the length of the truncation mark, a value is cut to the limit."""
+    telemetry = _init(receiver, max_attribute_bytes=20)
+    showmax_otel.get_logger("catalogue").warning("x" * 100, extra={"note": "y" * 100})
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    (record,) = receiver.logs()
+    assert record.body == "x" * 20
+    assert record.attributes["note"] == "y" * 20
+
+
+def test_the_console_exporters_print_every_record_and_span() -> None:
+    """OTEL_LOGS_EXPORTER=console and OTEL_TRACES_EXPORTER=console print what
+    was emitted, and nothing is counted as dropped."""
+    result = _run_python(
+        """
+        import json
+        import showmax_otel
+        from opentelemetry import trace
+        telemetry = showmax_otel.init_telemetry(
+            service_name="console-tests", logs_exporter="console",
+            traces_exporter="console",
+        )
+        with trace.get_tracer("tests").start_as_current_span("work"):
+            showmax_otel.get_logger("app").warning("printed %d", 1)
+        showmax_otel.get_logger("app").warning("printed %d", 2)
+        assert telemetry.force_flush(5)
+        print("STATS", json.dumps(telemetry.stats()))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+    assert '"body": "printed 1"' in result.stdout
+    assert '"body": "printed 2"' in result.stdout
+    assert '"name": "work"' in result.stdout
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("STATS ")]
+    stats = json.loads(line.removeprefix("STATS "))
+    assert stats["logs"]["exported"] == 2
+    assert stats["logs"]["dropped"] == {}
+    assert stats["spans"]["exported"] == 1
