@@ -102,7 +102,8 @@ class Redactor:
         """A query string with secret-looking values replaced."""
         if not query_string:
             return query_string
-        pairs = parse_qsl(query_string, keep_blank_values=True)
+        # Servers split on ';' as well as '&' (parse_qsl no longer does).
+        pairs = parse_qsl(query_string.replace(";", "&"), keep_blank_values=True)
         if not any(self.is_secret_param(name) for name, _ in pairs):
             return query_string
         cleaned = [

@@ -264,3 +264,57 @@ def test_doctor_never_prints_header_tokens() -> None:
     )
 
     assert _SECRET not in finished.stdout + finished.stderr
+
+
+def test_a_query_split_by_semicolons_loses_its_secret_values() -> None:
+    """Servers split a query on ';' as well as '&': so does the redaction."""
+    redactor = _default_redactor()
+
+    assert redactor.query(f"page=2;token={_SECRET}") == f"page=2&token={REDACTED}"
+
+
+def test_falcon_request_attributes_and_captured_headers_never_carry_secrets(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request attributes and headers users may ask for (the upstream
+    variables) reach the span without credentials, cookies or secret
+    parameters, and so does the access record."""
+    import falcon
+    import falcon.testing
+
+    monkeypatch.setenv(
+        "OTEL_PYTHON_FALCON_TRACED_REQUEST_ATTRS",
+        "query_string,uri,relative_uri,auth,cookies,headers,params,method",
+    )
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+
+    class Charge:
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            resp.media = {"ok": True}
+
+    app = falcon.App()
+    app.add_route("/charge", Charge())
+    falcon.testing.TestClient(app).simulate_get(
+        "/charge",
+        query_string=f"page=2;token={_SECRET}",
+        headers={
+            "Authorization": f"Bearer {_SECRET}",
+            "Cookie": f"session={_SECRET}",
+            "Referer": f"https://shop.example/cart?access_token={_SECRET}",
+        },
+    )
+    assert telemetry.force_flush(_WAIT_SECONDS)
+    assert receiver.wait_for(lambda r: r.spans() and r.logs(), _WAIT_SECONDS)
+
+    (span,) = receiver.spans()
+    assert _SECRET not in repr(span)
+    assert _SECRET not in repr(receiver.logs())
+    attributes = span.attributes
+    assert attributes["auth"] == REDACTED
+    assert attributes["cookies"] == REDACTED
+    assert attributes["method"] == "GET"
+    assert "page=2" in attributes["query_string"]
+    assert f"access_token={REDACTED}" in str(
+        attributes["http.request.header.referer"]
+    )

@@ -14,7 +14,6 @@ from opentelemetry.instrumentation.propagators import (
     FuncSetter,
     get_global_response_propagator,
 )
-from opentelemetry.instrumentation.utils import extract_attributes_from_object
 
 from ._observer import STATE_KEY, RequestObserver, RequestState
 
@@ -32,6 +31,7 @@ class RouteMiddleware:
     """Records the route template and resource of each request (WSGI and ASGI)."""
 
     def __init__(self, observer: RequestObserver) -> None:
+        self._observer = observer
         self._traced_request_attrs = observer.traced_request_attrs
 
     def process_response(
@@ -52,9 +52,7 @@ class RouteMiddleware:
         state.route = req.uri_template
         state.resource = resource
         if self._traced_request_attrs and state.span.is_recording():
-            state.span.set_attributes(
-                extract_attributes_from_object(req, self._traced_request_attrs)
-            )
+            state.span.set_attributes(self._observer.traced_request_attributes(req))
         # Set by opentelemetry-instrument when OTEL_PROPAGATORS asks for a
         # `traceresponse` header; None otherwise.
         propagator = get_global_response_propagator()

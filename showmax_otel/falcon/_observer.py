@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,8 +41,8 @@ from opentelemetry.util.http import (
 )
 
 from .. import _state
-from .._logging import BridgeHandler, exception_stack
-from .._redaction import Redactor
+from .._logging import BridgeHandler, exception_stack, stack_prepared
+from .._redaction import REDACTED, Redactor
 
 __all__ = [
     "STATE_KEY",
@@ -343,16 +343,22 @@ class RequestObserver:
         if state.error is None or isinstance(error, Exception):
             state.error = error
         span = state.span
+        stack = None
         if span.is_recording():
-            self._add_exception_event(span, error)
+            stack = exception_stack(type(error), error, error.__traceback__)
+            self._add_exception_event(span, error, stack)
         if isinstance(error, Exception) and not getattr(error, _LOGGED, False):
-            self._log_exception(state, error, status_code)
+            if stack is None:
+                self._log_exception(state, error, status_code)
+            else:
+                # Formatted once: the record's bridge takes the same text.
+                with stack_prepared(error, stack):
+                    self._log_exception(state, error, status_code)
 
-    def _add_exception_event(self, span: Any, error: BaseException) -> None:
+    def _add_exception_event(self, span: Any, error: BaseException, stack: str) -> None:
         # The SDK's record_exception() would copy the message and the stack
         # as they are; a URL with a token inside either must be redacted, as
         # it is in the exception's log record.
-        stack = exception_stack(type(error), error, error.__traceback__)
         text = self.redactor.text
         limit = self.max_attribute_bytes
         span.add_event(
@@ -508,11 +514,65 @@ class RequestObserver:
         # Authorization, Cookie and Set-Cookie must never leave, whatever
         # was configured.
         is_secret = self.redactor.is_secret_header
-        return {
-            key: value
-            for key, value in attributes.items()
-            if not is_secret(key.rpartition(".")[2].replace("_", "-"))
-        }
+        text = self.redactor.text
+        kept: dict[str, Any] = {}
+        for key, value in attributes.items():
+            if is_secret(key.rpartition(".")[2].replace("_", "-")):
+                continue
+            # A URL in a header (Referer, Location) may carry a secret
+            # parameter or a password.
+            if isinstance(value, str):
+                value = text(value)
+            elif isinstance(value, (list, tuple)):
+                value = [text(v) if isinstance(v, str) else v for v in value]
+            kept[key] = value
+
+        return kept
+
+    def traced_request_attributes(self, req: Any) -> dict[str, str]:
+        """The request attributes OTEL_PYTHON_FALCON_TRACED_REQUEST_ATTRS names.
+
+        Upstream takes `str()` of each; so do we, without the secrets: an
+        attribute named like a credential (`auth`, `cookies`) is replaced,
+        the secret entries of a mapping (`headers`, `params`) too, and the
+        URLs and query strings (`uri`, `relative_uri`, `query_string`) lose
+        the values of secret parameters.
+        """
+        redactor = self.redactor
+        found: dict[str, str] = {}
+        for name in self.traced_request_attrs:
+            try:
+                value = getattr(req, name, None)
+            except Exception:  # noqa: BLE001 - a property that fails adds nothing
+                continue
+            if value is None:
+                continue
+            if redactor.is_secret_header(name):
+                found[name] = REDACTED
+            elif isinstance(value, Mapping):
+                found[name] = str(
+                    {
+                        key: self._redacted_entry(key, entry)
+                        for key, entry in value.items()
+                    }
+                )
+            elif name == "query_string":
+                found[name] = redactor.query(str(value))
+            else:
+                found[name] = redactor.text(str(value))
+
+        return found
+
+    def _redacted_entry(self, key: Any, value: Any) -> Any:
+        redactor = self.redactor
+        if isinstance(key, str) and (
+            redactor.is_secret_header(key) or redactor.is_secret_param(key)
+        ):
+            return REDACTED
+        if isinstance(value, str):
+            return redactor.text(value)
+
+        return value
 
 
 def _content_length(headers: Iterable[tuple[Any, Any]]) -> int | None:
