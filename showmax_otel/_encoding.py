@@ -159,9 +159,12 @@ def _message(field: int, payload: bytes) -> bytes:
 
 
 # Attribute keys repeat in every item of every batch: the encoded key, with
-# the value's tag after it, is kept. Bounded, for keys made from data.
+# the value's tag after it, is kept. Bounded in count and in size (keys made
+# from data can be many, and long): a long key is not kept, and a full
+# cache starts again.
 _KEY_PREFIXES: dict[str, bytes] = {}
 _MAX_KEY_PREFIXES = 4096
+_MAX_CACHED_KEY = 128
 _T_VALUE = _tag(2, 2)
 
 
@@ -170,7 +173,9 @@ def _key_prefix(key: str) -> bytes:
     if prefix is None:
         data = _text(key)
         prefix = _T_STRING + _len_prefix(len(data)) + data + _T_VALUE
-        if len(_KEY_PREFIXES) < _MAX_KEY_PREFIXES:
+        if len(key) <= _MAX_CACHED_KEY:
+            if len(_KEY_PREFIXES) >= _MAX_KEY_PREFIXES:
+                _KEY_PREFIXES.clear()
             _KEY_PREFIXES[key] = prefix
 
     return prefix
@@ -200,7 +205,9 @@ def _attributes(field: int, attributes: Any) -> bytes:
     pairs = _PAIRS
     for key, value in items.items():
         kind = type(value)
-        if kind is int or kind is bool or (kind is str and len(value) <= 64):
+        if len(key) <= _MAX_CACHED_KEY and (
+            kind is int or kind is bool or (kind is str and len(value) <= 64)
+        ):
             # The type is part of the key: True == 1, and both hash alike.
             cached = (key, kind, value)
             pair = pairs.get(cached)

@@ -182,3 +182,32 @@ def test_values_equal_in_python_but_not_in_otlp_keep_their_types() -> None:
     assert sorted(kinds) == sorted(
         ["bool_value", "int_value", "string_value"] * 2 + ["bool_value"] * 2
     )
+
+
+def test_attribute_keys_made_from_data_do_not_pile_up_in_memory() -> None:
+    """Thousands of distinct long keys are encoded right and leave little behind."""
+    import gc
+    import tracemalloc
+
+    spans = _spans([{f"{number:05d}" + "k" * 20_000: number} for number in range(60)])
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(50):
+            # The same spans, with other keys each time: 3000 distinct keys.
+            for span in spans:
+                span._attributes = {  # type: ignore[attr-defined]
+                    f"{key}-{_}": value for key, value in span.attributes.items()
+                }
+            payload = encode_spans(spans)
+        del payload
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    # 3000 keys of 20 KB: 60 MB if each were kept.
+    assert retained < 8 * 2**20
+    decoded = ExportTraceServiceRequest.FromString(encode_spans(spans))
+    assert decoded == sdk_encode_spans(spans)
