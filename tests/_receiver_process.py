@@ -25,6 +25,7 @@ class ReceiverProcess:
         self.http_endpoint = ""
         self.grpc_endpoint = ""
         self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
         self._items: list[dict[str, Any]] = []
         self._changed = threading.Condition()
 
@@ -54,7 +55,10 @@ class ReceiverProcess:
         )
         self._process = process
         ready = threading.Event()
-        threading.Thread(target=self._read, args=(process, ready), daemon=True).start()
+        self._reader = threading.Thread(
+            target=self._read, args=(process, ready), daemon=True
+        )
+        self._reader.start()
         if not ready.wait(timeout_seconds):
             process.kill()
             raise RuntimeError("the receiver process printed no endpoints")
@@ -81,6 +85,11 @@ class ReceiverProcess:
             return
         process.kill()
         process.wait(30)
+        # The reader takes what the process printed before it died, up to
+        # the end of the pipe; the pipe is closed only after that.
+        if self._reader is not None:
+            self._reader.join(30)
+            self._reader = None
         if process.stdout is not None:
             process.stdout.close()
         self._process = None
