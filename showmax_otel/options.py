@@ -512,7 +512,8 @@ class Settings:
     )
     max_attribute_bytes: int = _option(
         65536,
-        "Longest log body or attribute value; longer ones are cut and marked.",
+        "Longest log body or attribute value, in characters; longer ones are "
+        "cut and marked.",
         _parse_positive_int,
         "SHOWMAX_OTEL_MAX_ATTRIBUTE_BYTES",
     )
