@@ -561,8 +561,15 @@ class _Bridge:
             root.addHandler(handler)
         for name in self.extra_loggers:
             logger = logging.getLogger(name)
-            if handler not in logger.handlers:
-                logger.addHandler(handler)
+            handlers = logger.handlers
+            if handlers and handlers[-1] is handler:
+                continue
+            # Last, after the server's own handlers: gunicorn gives a
+            # request's `wsgi.errors` the stream of every handler of
+            # "gunicorn.error" but the first, which it takes for its stderr
+            # one; with the bridge first, stderr was written twice.
+            logger.removeHandler(handler)
+            logger.addHandler(handler)
         _point_instrumentor_at(handler)
 
     def remove(self) -> None:

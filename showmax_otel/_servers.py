@@ -337,6 +337,9 @@ class ServerHooks:
             if in_uwsgi_master() or self.master_pid == os.getpid() or _uwsgi_starting():
                 self._report(_gevent.patch_findings())
                 return
+            # A gunicorn gevent worker patches before it loads the app and
+            # serves: its process is prepared before its first request.
+            self.prepare_process()
             self._setup_gevent()
         except Exception as error:  # noqa: BLE001 - never break the patching
             self._internal_error("setting up after gevent patched", error)

@@ -397,6 +397,31 @@ def test_gunicorn_under_the_cli_logs_access_lines_with_trace_ids(
         ), output
 
 
+@pytest.mark.servers
+@pytest.mark.slow
+def test_gunicorn_under_the_cli_writes_each_falcon_traceback_to_stderr_once(
+    receiver: OTLPReceiver,
+) -> None:
+    """gunicorn hands `wsgi.errors` every stream handler of "gunicorn.error"
+    but the first, which it takes for its stderr one: the bridge must not be
+    that first handler, or Falcon's tracebacks are written twice."""
+    port = free_port()
+    command = gunicorn_command("zc_app:app", port, workers=1, worker_class="gevent")
+    env = _env(receiver, {"ZC_MODE": "cli"})
+
+    with ServerProcess(_instrument(*command), port=port, env=env) as server:
+        for _ in range(2):
+            status, _body = server.get("/fail")
+            assert status == 500
+        assert receiver.wait_for(
+            lambda r: sum(x.severity_text == "ERROR" for x in r.logs()) >= 2, 20
+        )
+        server.stop(signal.SIGTERM)
+        output = server.output()
+
+    assert output.count("RuntimeError: zero-code failure") == 2, output
+
+
 # -- a bare CLI, when ours is the only distro ---------------------------------------
 
 

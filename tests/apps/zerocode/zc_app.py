@@ -40,6 +40,7 @@ logger = logging.getLogger("zc_app")
 # The root logger's default level (WARNING) would drop the INFO records.
 logger.setLevel(logging.INFO)
 WORK_LOG = "zero-code work %s done"
+FAILURE = "zero-code failure"
 
 
 class Ok:
@@ -56,6 +57,11 @@ class Work:
             "n": n,
             "trace_id": format(span_context.trace_id, "032x"),
         }
+
+
+class Fail:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise RuntimeError(FAILURE)
 
 
 class State:
@@ -102,6 +108,7 @@ app = falcon.App()
 app.add_route("/ok", Ok())
 app.add_route("/work/{n}", Work())
 app.add_route("/state", State())
+app.add_route("/fail", Fail())
 
 if MODE == "instrument_app":
     showmax_otel.instrument_app(app)
