@@ -538,6 +538,9 @@ def build_exporter(settings: Settings, signal: str) -> Any:
         spool=spool,
         probe_interval_seconds=probe_interval,
         timeout_seconds=plan.timeout_seconds,
+        batch_timeout_seconds=(
+            getattr(settings, f"{prefix}_export_timeout_millis") / 1000 or None
+        ),
         redactor=Redactor(settings.redacted_params, settings.redacted_headers),
     )
 
@@ -867,6 +870,7 @@ class OTLPSender:
         spool: Any = None,
         probe_interval_seconds: float = 1.0,
         timeout_seconds: float = _DEFAULT_TIMEOUT_SECONDS,
+        batch_timeout_seconds: float | None = None,
         redactor: Redactor | None = None,
     ) -> None:
         self.exporter = exporter
@@ -876,6 +880,10 @@ class OTLPSender:
         self._base_probe_interval = max(probe_interval_seconds, 0.01)
         self._probe_interval_seconds = self._base_probe_interval
         self._timeout_seconds = timeout_seconds
+        # OTEL_BSP_EXPORT_TIMEOUT / OTEL_BLRP_EXPORT_TIMEOUT: the whole
+        # export of one batch (a batch split in several requests, retries
+        # included), where OTEL_EXPORTER_OTLP_TIMEOUT bounds one request.
+        self._batch_timeout_seconds = batch_timeout_seconds
         # With a spool, the spool is the retry: each request gets one
         # attempt, so that a collector that refuses connections costs
         # milliseconds, not the SDK's backoff of up to the whole timeout,
@@ -899,6 +907,9 @@ class OTLPSender:
     def export(self, batch: Sequence[Any]) -> ExportOutcome:
         outcome = ExportOutcome()
         self._catcher.thread = threading.get_ident()
+        deadline = None
+        if self._batch_timeout_seconds is not None:
+            deadline = time.monotonic() + self._batch_timeout_seconds
         try:
             for payload, count in self._payloads(batch, outcome):
                 if self.spool is not None and self._breaker_open():
@@ -906,11 +917,30 @@ class OTLPSender:
                     # quicker than another timeout, and loses nothing.
                     self._spool_payload(payload, count, outcome)
                     continue
-                self._deliver(payload, count, outcome)
+                timeout = self._timeout_seconds
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._out_of_time(payload, count, outcome)
+                        continue
+                    timeout = min(timeout, remaining)
+                self._deliver(payload, count, outcome, timeout)
         finally:
             self._catcher.thread = None
 
         return outcome
+
+    def _out_of_time(self, payload: bytes, count: int, outcome: ExportOutcome) -> None:
+        """What is left of a batch whose export time limit ran out."""
+        outcome.failed_attempts += 1
+        outcome.error = (
+            f"the export of one batch took its whole time limit "
+            f"({self._batch_timeout_seconds:g} s)"
+        )
+        if self.spool is None:
+            outcome.drop(_EXPORT_FAILED, count)
+        else:
+            self._spool_payload(payload, count, outcome)
 
     def on_idle(self, count: Callable[[ExportOutcome], None]) -> None:
         """Send spooled requests back, within a time budget.
@@ -994,9 +1024,11 @@ class OTLPSender:
 
     # -- delivery -------------------------------------------------------------
 
-    def _deliver(self, payload: bytes, count: int, outcome: ExportOutcome) -> None:
+    def _deliver(
+        self, payload: bytes, count: int, outcome: ExportOutcome, timeout: float
+    ) -> None:
         started = time.monotonic()
-        sent, error, permanent = self._send(payload, self._timeout_seconds)
+        sent, error, permanent = self._send(payload, timeout)
         if sent:
             self._recovered()
             outcome.exported += count
@@ -1044,11 +1076,14 @@ class OTLPSender:
     def _send(self, payload: bytes, timeout: float) -> tuple[bool, str | None, bool]:
         """(sent, why not, whether sending it again is pointless)."""
         self._catcher.last_message = None
+        # The exporter's own retries take up to its whole timeout: with
+        # less time left than that, one attempt.
+        once = self._single_attempt or timeout < self._timeout_seconds
         if self._grpc:
-            if self._single_attempt:
+            if once:
                 return self._send_grpc_once(payload, timeout)
             return self._send_grpc(payload)
-        if self._single_attempt:
+        if once:
             return self._send_http_once(payload, timeout)
 
         return self._send_http(payload)

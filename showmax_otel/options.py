@@ -423,7 +423,9 @@ class Settings:
     )
     bsp_export_timeout_millis: float = _option(
         30000.0,
-        "Time limit of one span export, retries included.",
+        "Time limit of exporting one batch of spans: every request it "
+        "takes, retries included (each request also within `timeout_seconds`); "
+        "0: no limit but `timeout_seconds`.",
         _parse_non_negative_float,
         "OTEL_BSP_EXPORT_TIMEOUT",
     )
@@ -447,7 +449,9 @@ class Settings:
     )
     blrp_export_timeout_millis: float = _option(
         30000.0,
-        "Time limit of one log export, retries included.",
+        "Time limit of exporting one batch of log records: every request it "
+        "takes, retries included (each request also within `timeout_seconds`); "
+        "0: no limit but `timeout_seconds`.",
         _parse_non_negative_float,
         "OTEL_BLRP_EXPORT_TIMEOUT",
     )

@@ -821,3 +821,29 @@ def test_the_console_exporters_print_every_record_and_span() -> None:
     assert stats["logs"]["exported"] == 2
     assert stats["logs"]["dropped"] == {}
     assert stats["spans"]["exported"] == 1
+
+
+def test_the_batch_export_time_limit_ends_an_export_the_collector_never_answers(
+    receiver: OTLPReceiver,
+) -> None:
+    """OTEL_BLRP_EXPORT_TIMEOUT bounds the export of a batch even when one
+    request may take longer (OTEL_EXPORTER_OTLP_TIMEOUT): the records are
+    counted as failed instead of holding the export thread."""
+    receiver.hold_responses(True)
+    try:
+        telemetry = _init(
+            receiver,
+            timeout_seconds=60,
+            blrp_export_timeout_millis=300,
+            traces_exporter="none",
+        )
+        for number in range(3):
+            showmax_otel.get_logger("app").warning("held %d", number)
+        # Well under the 60 s a request could take.
+        telemetry.force_flush(20)
+        logs = telemetry.stats()["logs"]
+    finally:
+        receiver.hold_responses(False)
+
+    assert logs["dropped"] == {"export_failed": 3}
+    assert logs["export_failures"] >= 1
