@@ -385,6 +385,7 @@ def running_server(
     log_path: Path,
     stop_wait: float,
     cpu: int | None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Start one server, yield facts about it; stop it gracefully, timed, on exit."""
     mode = MODES[mode_name]
@@ -399,6 +400,7 @@ def running_server(
     if endpoint is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     env.update(dict(mode.env))
+    env.update(extra_env or {})
     # The server's own grace period is always the full one: the harness
     # decides when to stop waiting.
     command = _pinned(
