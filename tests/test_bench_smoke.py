@@ -83,3 +83,38 @@ def test_one_tiny_cell_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     assert cells["bare", "fast"]["records_sent"] == 0
     assert "| uwsgi | showmax | fast |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)"
+)
+def test_the_cost_of_a_setting_is_measured_both_ways() -> None:
+    """bench.cpu serves the mode with and without the setting and prints both."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cpu",
+            "showmax",
+            "--set",
+            "SHOWMAX_OTEL_HUB_BLOCK_THRESHOLD_MILLIS=0",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    medians = [line for line in done.stdout.splitlines() if ": median " in line]
+    assert len(medians) == 2, done.stdout
+    assert "as it is" in medians[0]
+    assert "SHOWMAX_OTEL_HUB_BLOCK_THRESHOLD_MILLIS=0" in medians[1]
+    for line in medians:
+        value = float(line.split(": median ")[1].split()[0])
+        assert value > 0
