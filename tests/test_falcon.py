@@ -492,3 +492,35 @@ def test_access_record_carries_what_the_applications_record_factory_adds(
         logging.setLogRecordFactory(standard)
 
     assert record.attributes["deployment"] == "blue"
+
+
+@pytest.mark.parametrize(
+    ("host", "address", "port"),
+    [
+        ("api.example:8080", "api.example", 8080),
+        ("[2001:db8::1]:8443", "2001:db8::1", 8443),
+        ("api.example", "api.example", None),
+    ],
+)
+def test_the_server_address_is_the_host_name_and_the_port_is_apart(
+    receiver: OTLPReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    address: str,
+    port: int | None,
+) -> None:
+    """server.address carries the Host header's name, server.port its port."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    app = build_app()
+    trace_id, headers = make_traceparent()
+    _send(app, "GET", "/items/42", {**headers, "Host": host})
+    assert telemetry.force_flush(5.0)
+    span = wait_for_request(receiver, trace_id).server_span
+    assert span is not None
+
+    assert span.attributes["server.address"] == address
+    assert span.attributes["net.host.name"] == address
+    if port is not None:
+        assert span.attributes["server.port"] == port
+        assert span.attributes["net.host.port"] == port

@@ -476,7 +476,8 @@ class RequestObserver:
     def _clean_attributes(
         self, attributes: MutableMapping[str, Any], redacted_query: str
     ) -> None:
-        """Redact secret-looking query values wherever a URL landed."""
+        """Redact secret-looking query values wherever a URL landed; take the
+        port out of the server's name."""
         redactor = self.redactor
         if "url.query" in attributes:
             attributes["url.query"] = redacted_query
@@ -484,6 +485,16 @@ class RequestObserver:
             value = attributes.get(key)
             if value and "?" in value:
                 attributes[key] = redactor.text(value)
+        # The WSGI helpers copy the Host header, port included, into
+        # server.address (net.host.name): the conventions want the name
+        # alone, and the port the client used in server.port.
+        for name_key, port_key in _SERVER_NAME_KEYS:
+            address = attributes.get(name_key)
+            if address and ":" in address:
+                host, port = _split_host(address)
+                if port is not None:
+                    attributes[name_key] = host
+                    attributes[port_key] = port
 
     def capture_request_headers_into(
         self, span: Any, collect: Callable[[], dict[str, Any]]
@@ -573,6 +584,25 @@ class RequestObserver:
             return redactor.text(value)
 
         return value
+
+
+_SERVER_NAME_KEYS = (
+    ("server.address", "server.port"),
+    ("net.host.name", "net.host.port"),
+)
+
+
+def _split_host(address: str) -> tuple[str, int | None]:
+    """`host:port` or `[v6]:port` as (host, port); (address, None) otherwise."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return address, None
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port)
+    if ":" in host:
+        return address, None  # an IPv6 address without brackets has no port
+
+    return host, int(port)
 
 
 def _content_length(headers: Iterable[tuple[Any, Any]]) -> int | None:
