@@ -170,7 +170,9 @@ def _forget_columns(summary: traceback.TracebackException) -> None:
     """Drop the column positions of every frame, chained exceptions included."""
     seen: set[int] = set()
     pending = [summary]
-    while pending and len(seen) < 1000:
+    # Finite: each exception is summarised once (TracebackException guards
+    # against cycles itself), and `seen` keeps a shared one from a second visit.
+    while pending:
         current = pending.pop()
         if id(current) in seen:
             continue

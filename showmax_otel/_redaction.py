@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import quote_plus, unquote, unquote_plus
 
 __all__ = ["REDACTED", "Redactor"]
 
@@ -46,6 +46,7 @@ _PASSWORD_IN_URL = re.compile(
     r"(?P<lead>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*):(?P<password>[^/@\s]+)@"
 )
 _HEADER_ATTRIBUTE_PREFIXES = ("http.request.header.", "http.response.header.")
+_QUERY_SEPARATORS = re.compile(r"([&;])")
 
 
 class Redactor:
@@ -99,18 +100,31 @@ class Redactor:
         }
 
     def query(self, query_string: str) -> str:
-        """A query string with secret-looking values replaced."""
-        if not query_string:
+        """A query string with secret-looking values replaced.
+
+        Pairs are split on '&' and ';' (servers use both); everything else
+        is kept as it was written. A value that is itself an encoded URL
+        (`next=https%3A%2F%2F...%3Ftoken%3D...`) is redacted as a URL.
+        """
+        if not query_string or not self._param_words or "=" not in query_string:
             return query_string
-        # Servers split on ';' as well as '&' (parse_qsl no longer does).
-        pairs = parse_qsl(query_string.replace(";", "&"), keep_blank_values=True)
-        if not any(self.is_secret_param(name) for name, _ in pairs):
-            return query_string
-        cleaned = [
-            (name, REDACTED if self.is_secret_param(name) else value)
-            for name, value in pairs
-        ]
-        return urlencode(cleaned, safe="{}/:")
+        parts = _QUERY_SEPARATORS.split(query_string)
+        changed = False
+        for index in range(0, len(parts), 2):
+            name, equals, value = parts[index].partition("=")
+            if not equals:
+                continue
+            if self.is_secret_param(name) or self.is_secret_param(unquote_plus(name)):
+                parts[index] = f"{name}={REDACTED}"
+                changed = True
+            elif "%" in value:
+                decoded = unquote_plus(value)
+                cleaned = self.text(decoded)
+                if cleaned != decoded:
+                    parts[index] = f"{name}={quote_plus(cleaned, safe=':/')}"
+                    changed = True
+
+        return "".join(parts) if changed else query_string
 
     def text(self, text: str) -> str:
         """Any text, with secrets in the URLs it contains replaced.

@@ -524,3 +524,28 @@ def test_the_server_address_is_the_host_name_and_the_port_is_apart(
     if port is not None:
         assert span.attributes["server.port"] == port
         assert span.attributes["net.host.port"] == port
+
+
+def test_one_exception_instance_raised_in_two_requests_is_reported_in_both(
+    receiver: OTLPReceiver,
+) -> None:
+    """The mark that keeps an exception the app logged from a second record
+    belongs to the request that logged it."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+    shared = RuntimeError("the catalogue is down")
+
+    class Down:
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            raise shared
+
+    app = falcon.App()
+    app.add_route("/down", Down())
+    trace_ids = []
+    for _ in range(2):
+        trace_id, headers = make_traceparent()
+        _send(app, "GET", "/down", headers)
+        trace_ids.append(trace_id)
+    assert telemetry.force_flush(5.0)
+
+    for trace_id in trace_ids:
+        assert len(wait_for_request(receiver, trace_id).exception_logs) == 1

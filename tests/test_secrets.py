@@ -266,11 +266,33 @@ def test_doctor_never_prints_header_tokens() -> None:
     assert _SECRET not in finished.stdout + finished.stderr
 
 
-def test_a_query_split_by_semicolons_loses_its_secret_values() -> None:
-    """Servers split a query on ';' as well as '&': so does the redaction."""
-    redactor = _default_redactor()
-
-    assert redactor.query(f"page=2;token={_SECRET}") == f"page=2&token={REDACTED}"
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param(
+            f"page=2;token={_SECRET}", f"page=2;token={REDACTED}", id="semicolon"
+        ),
+        pytest.param(
+            f"filter=a;b&sort=x+y&token={_SECRET}",
+            f"filter=a;b&sort=x+y&token={REDACTED}",
+            id="the-rest-as-written",
+        ),
+        pytest.param(
+            f"%74oken={_SECRET}&page=2", f"%74oken={REDACTED}&page=2", id="encoded-name"
+        ),
+        pytest.param(
+            f"next=https%3A%2F%2Fshop.example%2Fcb%3Faccess_token%3D{_SECRET}",
+            f"next=https://shop.example/cb%3Faccess_token%3D{REDACTED}",
+            id="encoded-url-in-a-value",
+        ),
+        pytest.param("sort=name;desc&page=2", "sort=name;desc&page=2", id="untouched"),
+    ],
+)
+def test_a_query_loses_its_secret_values_and_keeps_the_rest(
+    query: str, expected: str
+) -> None:
+    """Pairs split on '&' and ';' (servers use both); only secrets change."""
+    assert _default_redactor().query(query) == expected
 
 
 def test_falcon_request_attributes_and_captured_headers_never_carry_secrets(
@@ -284,7 +306,7 @@ def test_falcon_request_attributes_and_captured_headers_never_carry_secrets(
 
     monkeypatch.setenv(
         "OTEL_PYTHON_FALCON_TRACED_REQUEST_ATTRS",
-        "query_string,uri,relative_uri,auth,cookies,headers,params,method",
+        "query_string,uri,relative_uri,auth,cookies,headers,params,env,method",
     )
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
     telemetry = init_telemetry(endpoint=receiver.http_endpoint)
@@ -297,7 +319,10 @@ def test_falcon_request_attributes_and_captured_headers_never_carry_secrets(
     app.add_route("/charge", Charge())
     falcon.testing.TestClient(app).simulate_get(
         "/charge",
-        query_string=f"page=2;token={_SECRET}",
+        query_string=(
+            f"access_token={_SECRET};page=2"
+            f"&next=https://a.example/?x=1;token={_SECRET}&next=other"
+        ),
         headers={
             "Authorization": f"Bearer {_SECRET}",
             "Cookie": f"session={_SECRET}",
@@ -318,3 +343,59 @@ def test_falcon_request_attributes_and_captured_headers_never_carry_secrets(
     assert f"access_token={REDACTED}" in str(
         attributes["http.request.header.referer"]
     )
+
+
+def test_a_traced_request_attribute_that_cannot_be_printed_is_left_out(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request is served; the attribute is missing; a huge one is cut."""
+    import falcon
+    import falcon.testing
+
+    monkeypatch.setenv("OTEL_PYTHON_FALCON_TRACED_REQUEST_ATTRS", "context,path")
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint, max_attribute_bytes=100)
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    class Charge:
+        def on_get(
+            self, req: falcon.Request, resp: falcon.Response, long: str
+        ) -> None:
+            req.context.broken = Unprintable()
+            resp.media = {"ok": True}
+
+    app = falcon.App()
+    app.add_route("/charge/{long}", Charge())
+    result = falcon.testing.TestClient(app).simulate_get("/charge/" + "x" * 500)
+    assert result.status_code == 200
+    assert telemetry.force_flush(_WAIT_SECONDS)
+    assert receiver.wait_for(lambda r: r.spans(), _WAIT_SECONDS)
+
+    (span,) = receiver.spans()
+    assert "context" not in span.attributes
+    assert len(span.attributes["path"]) == 100
+
+
+def test_spans_of_any_instrumentation_lose_secrets_in_every_spelling(
+    receiver: OTLPReceiver,
+) -> None:
+    """Header attributes named like credentials, with '-' or '_', and a
+    percent-encoded parameter name, are scrubbed on the wire too."""
+    telemetry = init_telemetry(endpoint=receiver.http_endpoint, logs_exporter="none")
+    tracer = trace.get_tracer(__name__)
+    for attributes in (
+        {"url.path": "/a", "http.request.header.x-csrf-token": (_SECRET,)},
+        {"url.path": "/a", "http.response.header.x-session-id": (_SECRET,)},
+        {"url.path": "/a", "http.request.header.x_api_key": (_SECRET,)},
+        {"url.full": f"http://h.example/a?%74oken={_SECRET}"},
+    ):
+        with tracer.start_as_current_span("client call", attributes=attributes):
+            pass
+        # One span per export request: a neighbour's URL must not be what
+        # makes the request scrubbed.
+        assert telemetry.force_flush(_WAIT_SECONDS)
+    assert receiver.wait_for(lambda r: len(r.spans()) == 4, _WAIT_SECONDS)
+
+    assert _SECRET not in repr(receiver.spans())

@@ -737,6 +737,7 @@ def test_a_logged_exception_ships_the_standard_traceback_without_marker_lines(
     assert "The above exception was the direct cause" in stack
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.11 API")
 def test_a_logged_exception_stays_picklable_and_its_later_notes_show(
     receiver: OTLPReceiver,
 ) -> None:
@@ -847,3 +848,28 @@ def test_the_batch_export_time_limit_ends_an_export_the_collector_never_answers(
 
     assert logs["dropped"] == {"export_failed": 3}
     assert logs["export_failures"] >= 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.11 API")
+def test_a_large_exception_group_ships_no_marker_lines(receiver: OTLPReceiver) -> None:
+    """Every sub-exception of a group, however many, loses its ^^^^ lines."""
+    telemetry = _init(receiver)
+    errors = []
+    for number in range(1200):
+        try:
+            _lookup({"n": number})
+        except KeyError as error:
+            errors.append(error)
+    try:
+        raise ExceptionGroup("many lookups failed", errors)  # noqa: F821 - 3.11
+    except ExceptionGroup:  # noqa: F821 - 3.11
+        showmax_otel.get_logger("catalogue").exception("failed")
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    (record,) = receiver.logs()
+    stack = record.attributes["exception.stacktrace"]
+    assert 'return catalogue["missing"]' in stack
+    for line in stack.splitlines():
+        content = line.strip().lstrip("|").strip()
+        assert not (content and set(content) <= set("^~")), line

@@ -41,7 +41,7 @@ from opentelemetry.util.http import (
 )
 
 from .. import _state
-from .._logging import BridgeHandler, exception_stack, stack_prepared
+from .._logging import BridgeHandler, _cut, exception_stack, stack_prepared
 from .._redaction import REDACTED, Redactor
 
 __all__ = [
@@ -56,7 +56,9 @@ __all__ = [
 # Where a request's state travels with it: the WSGI environ, the ASGI scope.
 STATE_KEY = "showmax_otel.request"
 
-# Set on an exception object once a record at ERROR or above carried it.
+# Set on an exception object once a record at ERROR or above carried it:
+# the span id current then, so that one exception instance raised again in
+# another request (a module-level one, say) is reported there too.
 _LOGGED = "_showmax_otel_logged"
 # Set on an exception while Falcon's error handler for it runs.
 _PENDING = "_showmax_otel_pending"
@@ -111,12 +113,20 @@ def pending_report(error: BaseException) -> Iterator[None]:
 
 
 def _set_logged(error: BaseException) -> None:
+    span_id = trace.get_current_span().get_span_context().span_id
     try:
-        setattr(error, _LOGGED, True)
+        setattr(error, _LOGGED, span_id)
     except (AttributeError, TypeError):
         # An exception type that refuses attributes cannot be marked; the
         # worst outcome is a second record for it.
         return
+
+
+def _logged_in(error: BaseException, span: Any) -> bool:
+    """Whether `error` was logged at ERROR or above while `span` was current."""
+    marked = getattr(error, _LOGGED, None)
+
+    return marked is not None and marked == span.get_span_context().span_id
 
 
 def _safe_str(value: object) -> str:
@@ -347,7 +357,7 @@ class RequestObserver:
         if span.is_recording():
             stack = exception_stack(type(error), error, error.__traceback__)
             self._add_exception_event(span, error, stack)
-        if isinstance(error, Exception) and not getattr(error, _LOGGED, False):
+        if isinstance(error, Exception) and not _logged_in(error, span):
             if stack is None:
                 self._log_exception(state, error, status_code)
             else:
@@ -543,47 +553,51 @@ class RequestObserver:
     def traced_request_attributes(self, req: Any) -> dict[str, str]:
         """The request attributes OTEL_PYTHON_FALCON_TRACED_REQUEST_ATTRS names.
 
-        Upstream takes `str()` of each; so do we, without the secrets: an
-        attribute named like a credential (`auth`, `cookies`) is replaced,
-        the secret entries of a mapping (`headers`, `params`) too, and the
-        URLs and query strings (`uri`, `relative_uri`, `query_string`) lose
-        the values of secret parameters.
+        Upstream takes `str()` of each; so do we, without the secrets and
+        cut to `max_attribute_bytes`: an attribute named like a credential
+        (`auth`, `cookies`) is replaced, so are the secret entries of a
+        mapping or list (`headers`, `params`, `env`) at any depth, and URLs
+        and query strings (`uri`, `relative_uri`, `query_string`,
+        `QUERY_STRING`) lose the values of secret parameters. An attribute
+        that cannot be read or printed is left out.
         """
-        redactor = self.redactor
         found: dict[str, str] = {}
         for name in self.traced_request_attrs:
             try:
                 value = getattr(req, name, None)
-            except Exception:  # noqa: BLE001 - a property that fails adds nothing
+                if value is None:
+                    continue
+                if name == "query_string":
+                    text = self.redactor.query(str(value))
+                else:
+                    text = str(self._redacted(name, value, 0))
+            except Exception:  # noqa: BLE001 - an attribute that fails adds nothing
                 continue
-            if value is None:
-                continue
-            if redactor.is_secret_header(name):
-                found[name] = REDACTED
-            elif isinstance(value, Mapping):
-                found[name] = str(
-                    {
-                        key: self._redacted_entry(key, entry)
-                        for key, entry in value.items()
-                    }
-                )
-            elif name == "query_string":
-                found[name] = redactor.query(str(value))
-            else:
-                found[name] = redactor.text(str(value))
+            found[name] = _cut(text, self.max_attribute_bytes)
 
         return found
 
-    def _redacted_entry(self, key: Any, value: Any) -> Any:
+    def _redacted(self, key: Any, value: Any, depth: int) -> Any:
         redactor = self.redactor
-        if isinstance(key, str) and (
-            redactor.is_secret_header(key) or redactor.is_secret_param(key)
-        ):
-            return REDACTED
+        if isinstance(key, str):
+            if redactor.is_secret_header(key) or redactor.is_secret_param(key):
+                return REDACTED
+            if key.lower() == "query_string" and isinstance(value, str):
+                return redactor.query(value)
         if isinstance(value, str):
             return redactor.text(value)
+        if depth >= _MAX_TRACED_DEPTH:
+            return value
+        if isinstance(value, Mapping):
+            return {k: self._redacted(k, v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._redacted(None, item, depth + 1) for item in value]
 
         return value
+
+
+# Deep enough for Falcon's request attributes (params holds lists).
+_MAX_TRACED_DEPTH = 4
 
 
 _SERVER_NAME_KEYS = (
