@@ -61,11 +61,6 @@ class Redactor:
         """The words that make a parameter secret, lowercase."""
         return self._param_words
 
-    @property
-    def header_names(self) -> frozenset[str]:
-        """The secret header names, lowercase."""
-        return self._headers
-
     def is_secret_param(self, name: str) -> bool:
         lowered = name.lower()
         return any(word in lowered for word in self._param_words)
