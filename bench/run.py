@@ -331,11 +331,14 @@ def _warm_up(port: int) -> None:
 
     deadline = time.monotonic() + 1.0
     for path in ["/fail", *route_sequence(40, seed=7)]:
-        if time.monotonic() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             # A mode whose requests wait on the collector is warm enough.
             return
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5):
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}{path}", timeout=remaining
+            ):
                 pass
         except urllib.error.HTTPError:
             # The failing route answers 500 on purpose.

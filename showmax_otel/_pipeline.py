@@ -513,7 +513,7 @@ class LogQueueProcessor(LogRecordProcessor):
         self.queue = queue
 
     def on_emit(self, log_record: Any) -> None:
-        self.queue.put(log_record)
+        self.queue.put(_detached(log_record))
 
     # Older SDKs call emit(), newer ones on_emit().
     emit = on_emit
@@ -523,6 +523,46 @@ class LogQueueProcessor(LogRecordProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.queue.force_flush(timeout_millis / 1000)
+
+
+def _detached(record: Any) -> Any:
+    """`record` as it waits in the queue: without its context and exception.
+
+    The API record keeps the context it was emitted in (and so the
+    request's span, with all it holds) and the exception it reports (and so
+    that traceback's frames, with every local variable of the failed
+    request). Queued, they would stay alive for up to the schedule delay,
+    thousands of records under load, and every garbage collection would
+    walk them. Export reads the ids copied out of the context and the
+    attributes made from the exception, not these. The copies are shallow
+    and new, so that a processor after this one sees the record whole (the
+    SDK's batch processor copies the record to drop the context too).
+    """
+    inner = getattr(record, "log_record", None)
+    if inner is None or (
+        getattr(inner, "context", None) is None
+        and getattr(inner, "exception", None) is None
+    ):
+        return record
+    try:
+        light = _shallow_copy(inner)
+        light.context = None
+        light.exception = None
+        queued = _shallow_copy(record)
+        queued.log_record = light
+    except (AttributeError, TypeError):
+        # A record class without an instance dict: queued as it is.
+        return record
+
+    return queued
+
+
+def _shallow_copy(item: Any) -> Any:
+    # A quarter of what copy.copy() costs, for plain instances.
+    copied = object.__new__(type(item))
+    copied.__dict__.update(item.__dict__)
+
+    return copied
 
 
 class GuardedSpanProcessors(SynchronousMultiSpanProcessor):

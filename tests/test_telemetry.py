@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import logging.config
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 
 import pytest
 from opentelemetry import trace
@@ -873,3 +875,50 @@ def test_a_large_exception_group_ships_no_marker_lines(receiver: OTLPReceiver) -
     for line in stack.splitlines():
         content = line.strip().lstrip("|").strip()
         assert not (content and set(content) <= set("^~")), line
+
+
+class _Held:
+    """A local of a failed call: alive only as long as its frame is."""
+
+
+def test_a_queued_record_holds_neither_its_request_span_nor_its_exception(
+    receiver: OTLPReceiver,
+) -> None:
+    """Waiting for export, a record keeps the ids it ships, not the request.
+
+    The context a record was emitted in holds the request's span, and an
+    exception holds its traceback's frames with their locals: a queued
+    record that kept them would keep them for the whole schedule delay.
+    """
+    telemetry = showmax_otel.init_telemetry(
+        service_name="tests",
+        endpoint=receiver.http_endpoint,
+        blrp_schedule_delay_millis=60_000,
+        bsp_schedule_delay_millis=60_000,
+    )
+    otel_logger = telemetry.logger_provider.get_logger("catalogue")
+    held: list[weakref.ref[_Held]] = []
+
+    def fail() -> None:
+        local = _Held()
+        held.append(weakref.ref(local))
+        raise ValueError("no such item")
+
+    with trace.get_tracer("tests").start_as_current_span("request") as span:
+        span_ref = weakref.ref(span)
+        trace_id = span.get_span_context().trace_id
+        showmax_otel.get_logger("catalogue").warning("through the bridge")
+        try:
+            fail()
+        except ValueError as error:
+            otel_logger.emit(body="through the API", exception=error)
+    del span
+    gc.collect()
+
+    assert span_ref() is None, "a queued record keeps the request's span alive"
+    assert held[0]() is None, "a queued record keeps the failed call's frame alive"
+    assert telemetry.force_flush(5)
+    assert receiver.wait_for(lambda r: len(r.logs()) == 2, 5)
+    by_body = {record.body: record for record in receiver.logs()}
+    assert {record.trace_id for record in by_body.values()} == {f"{trace_id:032x}"}
+    assert by_body["through the API"].attributes["exception.type"] == "ValueError"
