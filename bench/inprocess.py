@@ -4,8 +4,10 @@
 mode in a child process of its own, monkey-patched by gevent, a greenlet per
 request (as uWSGI's and gunicorn's gevent loops run them), 32 at a time, with
 the benchmark's route mix, and prints the process CPU per request (export
-thread included) for each, over `--rounds` rounds taken in turn. The modes
-that export talk to a collector stand-in (`bench.collector`) on loopback.
+thread included) for each, over `--rounds` rounds taken in turn; then the
+time spent in the garbage collector per request and the longest full
+collection (which holds every greenlet). The modes that export talk to a
+collector stand-in (`bench.collector`) on loopback.
 
 It is steadier than the servers' figures (no wrk, no sockets, no uWSGI), so
 it is the quick way to see what a change to the request path moves;
@@ -20,12 +22,15 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from typing import Any
 
 from bench.modes import MODES
 
 
 def _child(mode: str, requests: int, endpoint: str) -> None:
+    import gc
+
     from gevent import monkey
 
     monkey.patch_all()
@@ -77,12 +82,47 @@ def _child(mode: str, requests: int, endpoint: str) -> None:
     paths = route_sequence(requests, seed=11)
     for path in paths[:2000]:
         gevent.spawn(serve, path).join()
+    collections = _CollectionTimes()
+    gc.callbacks.append(collections)
     started = time.process_time()
     for first in range(0, requests, 32):
         batch = paths[first : first + 32]
         gevent.joinall([gevent.spawn(serve, path) for path in batch])
     used = time.process_time() - started
-    print(json.dumps({"mode": mode, "cpu_us_per_request": used / requests * 1e6}))
+    gc.callbacks.remove(collections)
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "cpu_us_per_request": used / requests * 1e6,
+                "gc_us_per_request": collections.total / requests * 1e6,
+                "full_collections": collections.full,
+                "longest_full_ms": collections.longest_full * 1e3,
+            }
+        )
+    )
+
+
+class _CollectionTimes:
+    """A `gc.callbacks` entry: wall time in the collector, and the longest
+    full collection (the one that stops every greenlet longest)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.full = 0
+        self.longest_full = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+            return
+        took = now - self._started
+        self.total += took
+        if info["generation"] == 2:
+            self.full += 1
+            self.longest_full = max(self.longest_full, took)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     collector = CollectorProcess(cpu=None)
     endpoint = f"http://127.0.0.1:{collector.http_port}"
     figures: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    collected: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
     try:
         for _ in range(args.rounds):
             for mode in args.modes:
@@ -131,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 figures[mode].append(result["cpu_us_per_request"])
+                collected[mode].append(result)
     finally:
         collector.close()
 
@@ -138,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{mode:20} median {statistics.median(values):7.1f} µs/request "
             f"(min {min(values):.1f}, max {max(values):.1f}, {len(values)} rounds)"
+        )
+    print("garbage collection, medians over the rounds:")
+    for mode, results in collected.items():
+        gc_us = statistics.median(r["gc_us_per_request"] for r in results)
+        full = statistics.median(r["full_collections"] for r in results)
+        longest = statistics.median(r["longest_full_ms"] for r in results)
+        print(
+            f"{mode:20} {gc_us:5.1f} µs/request in the collector; "
+            f"{full:g} full collections, the longest {longest:.1f} ms"
         )
 
     return 0
