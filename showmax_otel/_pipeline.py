@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -483,6 +484,60 @@ def _wait_until(condition: Callable[[], bool], deadline: float) -> bool:
     return True
 
 
+class _QueuedSpan(ReadableSpan):
+    """An ended span as it waits for export, over plain containers.
+
+    The SDK's read-only span shares the live span's bounded containers:
+    attributes, events and links, each with its lock (a gevent lock when
+    patched) and its deque, some fifteen objects that the garbage collector
+    tracks for each span while it is queued, thousands of them under load.
+    This one holds the same values, the attributes' plain dict (frozen once
+    the span ended) and tuples, and keeps the counts of what the limits
+    dropped, which the SDK's read-only span asks its containers for.
+    """
+
+    def __init__(self, span: ReadableSpan) -> None:
+        attributes = getattr(span, "_attributes", None)
+        super().__init__(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=getattr(attributes, "_dict", attributes),
+            events=tuple(span.events),
+            links=tuple(span.links),
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        self._dropped = (
+            span.dropped_attributes,
+            span.dropped_events,
+            span.dropped_links,
+        )
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped[2]
+
+
+def _settled(span: ReadableSpan) -> ReadableSpan:
+    try:
+        return _QueuedSpan(span)
+    except Exception:  # noqa: BLE001 - an unexpected span class: queued as it is
+        return span
+
+
 class SpanQueueProcessor(SpanProcessor):
     """Hands ended, sampled spans to an `ExportQueue`."""
 
@@ -495,7 +550,7 @@ class SpanQueueProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
         if context is not None and context.trace_flags.sampled:
-            self.queue.put(span)
+            self.queue.put(_settled(span))
 
     def shutdown(self) -> None:
         # The Telemetry object shuts the queue down with its own bound; the
@@ -535,14 +590,17 @@ def _detached(record: Any) -> Any:
     thousands of records under load, and every garbage collection would
     walk them. Export reads the ids copied out of the context and the
     attributes made from the exception, not these. The copies are shallow
-    and new, so that a processor after this one sees the record whole (the
-    SDK's batch processor copies the record to drop the context too).
+    and new, so that whoever else kept the record sees it whole (the SDK's
+    batch processor copies the record to drop the context too); the queue
+    takes it after every other processor ran (`GuardedLogRecordProcessors`),
+    so what they changed is exported.
     """
     inner = getattr(record, "log_record", None)
-    if inner is None or (
-        getattr(inner, "context", None) is None
-        and getattr(inner, "exception", None) is None
-    ):
+    if inner is None:
+        return record
+    context = getattr(inner, "context", None)
+    if not context and getattr(inner, "exception", None) is None:
+        # An empty context and no exception: nothing to let go of.
         return record
     try:
         light = _shallow_copy(inner)
@@ -550,16 +608,19 @@ def _detached(record: Any) -> Any:
         light.exception = None
         queued = _shallow_copy(record)
         queued.log_record = light
-    except (AttributeError, TypeError):
-        # A record class without an instance dict: queued as it is.
+    except Exception:  # noqa: BLE001 - an unusual record class: queued as it is
         return record
 
     return queued
 
 
 def _shallow_copy(item: Any) -> Any:
-    # A quarter of what copy.copy() costs, for plain instances.
-    copied = object.__new__(type(item))
+    cls = type(item)
+    if any(getattr(base, "__slots__", ()) for base in cls.__mro__):
+        # Slots hold values the instance dict does not.
+        return copy.copy(item)
+    # A quarter of what copy.copy() costs.
+    copied = object.__new__(cls)
     copied.__dict__.update(item.__dict__)
 
     return copied
@@ -609,7 +670,19 @@ class GuardedLogRecordProcessors(SynchronousMultiLogRecordProcessor):
         self._on_error = on_error
 
     def on_emit(self, log_record: Any) -> None:
+        # The export queue takes the record last, whenever it was added:
+        # what an application's processor changes (a scrubbed body, an
+        # added attribute) is what gets exported.
+        queues: list[LogRecordProcessor] = []
         for processor in self._log_record_processors:
+            if type(processor) is LogQueueProcessor:
+                queues.append(processor)
+                continue
+            try:
+                processor.on_emit(log_record)
+            except Exception as error:  # noqa: BLE001 - reported, the call goes on
+                self._on_error(f"{type(processor).__name__}.on_emit", error)
+        for processor in queues:
             try:
                 processor.on_emit(log_record)
             except Exception as error:  # noqa: BLE001 - reported, the call goes on

@@ -211,3 +211,41 @@ def test_attribute_keys_made_from_data_do_not_pile_up_in_memory() -> None:
     assert retained < 8 * 2**20
     decoded = ExportTraceServiceRequest.FromString(encode_spans(spans))
     assert decoded == sdk_encode_spans(spans)
+
+
+def test_spans_as_queued_for_export_encode_as_the_spans_they_copy() -> None:
+    """The queue's light copy of a span loses nothing: drop counts included."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from showmax_otel._pipeline import _QueuedSpan
+
+    collect = _Collect()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "enc"}),
+        span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(collect)
+    remote = SpanContext(
+        trace_id=0x1234, span_id=0x99, is_remote=True, trace_flags=TraceFlags(1)
+    )
+    with provider.get_tracer("scope.a", "1.2").start_as_current_span(
+        "limited",
+        context=set_span_in_context(NonRecordingSpan(remote)),
+        kind=SpanKind.SERVER,
+        attributes={"a": 1, "b": "two", "c": 3.0},
+        links=[Link(remote, {"n": 1}), Link(remote, {"n": 2})],
+    ) as span:
+        span.add_event("first", {"n": 1})
+        span.add_event("second")
+        span.set_status(Status(StatusCode.ERROR, "broken"))
+    (original,) = collect.spans
+    queued = _QueuedSpan(original)
+
+    assert queued.dropped_attributes == 1
+    assert queued.dropped_events == 1
+    assert queued.dropped_links == 1
+    assert encode_spans([queued]) == encode_spans([original])
+    assert ExportTraceServiceRequest.FromString(
+        encode_spans([queued])
+    ) == sdk_encode_spans([original])

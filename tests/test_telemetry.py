@@ -881,6 +881,27 @@ class _Held:
     """A local of a failed call: alive only as long as its frame is."""
 
 
+class _Rewrite(LogRecordProcessor):
+    """An application's processor, added after the package's: it notes
+    whether each record came with its request's span, and rewrites the body."""
+
+    def __init__(self) -> None:
+        self.span_ids: list[int] = []
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        self.span_ids.append(
+            trace.get_current_span(record.context).get_span_context().span_id
+        )
+        record.body = f"rewritten: {record.body}"
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
 def test_a_queued_record_holds_neither_its_request_span_nor_its_exception(
     receiver: OTLPReceiver,
 ) -> None:
@@ -897,6 +918,8 @@ def test_a_queued_record_holds_neither_its_request_span_nor_its_exception(
         bsp_schedule_delay_millis=60_000,
     )
     otel_logger = telemetry.logger_provider.get_logger("catalogue")
+    rewrite = _Rewrite()
+    telemetry.logger_provider.add_log_record_processor(rewrite)
     held: list[weakref.ref[_Held]] = []
 
     def fail() -> None:
@@ -907,6 +930,7 @@ def test_a_queued_record_holds_neither_its_request_span_nor_its_exception(
     with trace.get_tracer("tests").start_as_current_span("request") as span:
         span_ref = weakref.ref(span)
         trace_id = span.get_span_context().trace_id
+        span_id = span.get_span_context().span_id
         showmax_otel.get_logger("catalogue").warning("through the bridge")
         try:
             fail()
@@ -915,10 +939,15 @@ def test_a_queued_record_holds_neither_its_request_span_nor_its_exception(
     del span
     gc.collect()
 
+    # Processors added later saw each record whole, and what they changed
+    # is what the queue took.
+    assert rewrite.span_ids == [span_id, span_id]
     assert span_ref() is None, "a queued record keeps the request's span alive"
     assert held[0]() is None, "a queued record keeps the failed call's frame alive"
     assert telemetry.force_flush(5)
     assert receiver.wait_for(lambda r: len(r.logs()) == 2, 5)
     by_body = {record.body: record for record in receiver.logs()}
     assert {record.trace_id for record in by_body.values()} == {f"{trace_id:032x}"}
-    assert by_body["through the API"].attributes["exception.type"] == "ValueError"
+    exception_record = by_body["rewritten: through the API"]
+    assert exception_record.attributes["exception.type"] == "ValueError"
+    assert "rewritten: through the bridge" in by_body
