@@ -488,12 +488,15 @@ class _QueuedSpan(ReadableSpan):
     """An ended span as it waits for export, over plain containers.
 
     The SDK's read-only span shares the live span's bounded containers:
-    attributes, events and links, each with its lock (a gevent lock when
-    patched) and its deque, some fifteen objects that the garbage collector
-    tracks for each span while it is queued, thousands of them under load.
-    This one holds the same values, the attributes' plain dict (frozen once
-    the span ended) and tuples, and keeps the counts of what the limits
-    dropped, which the SDK's read-only span asks its containers for.
+    its attributes and its lists of events and links, each with its lock
+    (a gevent lock when patched) and its deque, some fifteen objects that
+    the garbage collector tracks for each span while it is queued,
+    thousands of them under load. This one holds the same values, the
+    attributes' plain dict (the SDK refuses writes to it once the span
+    ended) and tuples, and keeps the counts of what the limits dropped,
+    which the SDK's read-only span asks its containers for. The events and
+    links themselves are the span's own, with their attributes. Costs
+    about 3 µs per span on the thread that ends it.
     """
 
     def __init__(self, span: ReadableSpan) -> None:
@@ -510,6 +513,7 @@ class _QueuedSpan(ReadableSpan):
             status=span.status,
             start_time=span.start_time,
             end_time=span.end_time,
+            instrumentation_info=getattr(span, "_instrumentation_info", None),
             instrumentation_scope=span.instrumentation_scope,
         )
         self._dropped = (
@@ -532,6 +536,10 @@ class _QueuedSpan(ReadableSpan):
 
 
 def _settled(span: ReadableSpan) -> ReadableSpan:
+    # What the SDK's Span.end() hands processors; any other class (one of
+    # another SDK, a subclass with properties of its own) is queued as it is.
+    if type(span) is not ReadableSpan:
+        return span
     try:
         return _QueuedSpan(span)
     except Exception:  # noqa: BLE001 - an unexpected span class: queued as it is
@@ -672,10 +680,13 @@ class GuardedLogRecordProcessors(SynchronousMultiLogRecordProcessor):
     def on_emit(self, log_record: Any) -> None:
         # The export queue takes the record last, whenever it was added:
         # what an application's processor changes (a scrubbed body, an
-        # added attribute) is what gets exported.
+        # added attribute) is what gets exported. Only with the provider the
+        # package builds; one the application set up first keeps the SDK's
+        # order, the order of registration. (force_flush and shutdown keep
+        # that order here too.)
         queues: list[LogRecordProcessor] = []
         for processor in self._log_record_processors:
-            if type(processor) is LogQueueProcessor:
+            if isinstance(processor, LogQueueProcessor):
                 queues.append(processor)
                 continue
             try:

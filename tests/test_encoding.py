@@ -249,3 +249,19 @@ def test_spans_as_queued_for_export_encode_as_the_spans_they_copy() -> None:
     assert ExportTraceServiceRequest.FromString(
         encode_spans([queued])
     ) == sdk_encode_spans([original])
+
+
+def test_spans_of_other_classes_are_queued_as_they_are() -> None:
+    """Only the SDK's own read-only span is copied: a subclass keeps its ways."""
+    from showmax_otel._pipeline import _QueuedSpan, _settled
+
+    class OwnAttributes(ReadableSpan):
+        @property
+        def attributes(self) -> Any:
+            return {"from": "property"}
+
+    (original,) = _spans([{"a": 1}])
+    custom = OwnAttributes(name="custom", context=original.context)
+
+    assert isinstance(_settled(original), _QueuedSpan)
+    assert _settled(custom) is custom
