@@ -901,6 +901,7 @@ class OTLPSender:
         self._next_probe = 0.0
         self._catcher = _ExporterLogCatcher()
         self._catcher.attach()
+        self._closed = False
 
     # -- the exporter interface ---------------------------------------------
 
@@ -926,9 +927,14 @@ class OTLPSender:
                     timeout = min(timeout, remaining)
                 self._deliver(payload, count, outcome, timeout)
         finally:
-            self._catcher.thread = None
+            self._export_ended()
 
         return outcome
+
+    def _export_ended(self) -> None:
+        self._catcher.thread = None
+        if self._closed:
+            self._catcher.detach()
 
     def _out_of_time(self, payload: bytes, count: int, outcome: ExportOutcome) -> None:
         """What is left of a batch whose export time limit ran out."""
@@ -955,7 +961,7 @@ class OTLPSender:
         try:
             self._replay(count, budget_seconds=min(self._base_probe_interval, 1.0))
         finally:
-            self._catcher.thread = None
+            self._export_ended()
 
     def force_flush(self, timeout_millis: int = 0) -> bool:
         return True
@@ -964,7 +970,13 @@ class OTLPSender:
         try:
             self.exporter.shutdown()
         finally:
-            self._catcher.detach()
+            self._closed = True
+            # An export still under way on the export thread (a shutdown
+            # that ran out of time) ends after this, and the SDK logs on
+            # its way out ("Shutdown in progress, aborting retry."): the
+            # catcher stays until that export is over.
+            if self._catcher.thread is None:
+                self._catcher.detach()
 
     # -- requests that fit ---------------------------------------------------
 

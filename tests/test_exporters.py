@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import logging
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -680,3 +681,76 @@ def test_resolved_endpoint(
     settings = load_settings({"protocol": protocol, "endpoint": endpoint})
 
     assert plan_export(settings, signal).endpoint == expected
+
+
+def _one_log_record() -> list[Any]:
+    from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+
+    class Keep(LogRecordProcessor):
+        def __init__(self) -> None:
+            self.records: list[Any] = []
+
+        def on_emit(self, log_record: Any) -> None:
+            self.records.append(log_record)
+
+        emit = on_emit
+
+        def shutdown(self) -> None:
+            return None
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    keep = Keep()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(keep)
+    provider.get_logger("tests").emit(body="one record")
+
+    return keep.records
+
+
+def _poll(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+    return True
+
+
+def test_an_export_cut_short_by_shutdown_keeps_the_exporter_quiet() -> None:
+    """The SDK exporter's lines while an export ends after shutdown are held
+    back like the rest ("Shutdown in progress, aborting retry.")."""
+    import threading
+
+    from showmax_otel._exporters import build_exporter
+    from showmax_otel._pipeline import native_start_thread
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = unused.getsockname()[1]
+    settings = load_settings(
+        {"endpoint": f"http://127.0.0.1:{dead}", "timeout_seconds": 10.0}
+    )
+    sender = build_exporter(settings, "logs")
+    catcher = sender._catcher
+    # The logger the SDK's HTTP client logs its retries on.
+    client_logger = logging.getLogger("opentelemetry.exporter.otlp.common.http")
+    records = _one_log_record()
+    done = threading.Event()
+
+    def export() -> None:
+        try:
+            sender.export(records)
+        finally:
+            done.set()
+
+    native_start_thread(export, "test-export")
+    # The export retries a refused connection with backoff for up to 10 s.
+    assert _poll(lambda: catcher.thread is not None, 5)
+    sender.shutdown()
+
+    assert catcher in client_logger.filters, "the catcher left a running export"
+    assert done.wait(5)
+    assert _poll(lambda: catcher not in client_logger.filters, 5)
