@@ -624,7 +624,12 @@ def _detached(record: Any) -> Any:
 
 def _shallow_copy(item: Any) -> Any:
     cls = type(item)
-    if any(getattr(base, "__slots__", ()) for base in cls.__mro__):
+    slotted = _SLOTTED.get(cls)
+    if slotted is None:
+        slotted = _SLOTTED[cls] = any(
+            getattr(base, "__slots__", ()) for base in cls.__mro__
+        )
+    if slotted:
         # Slots hold values the instance dict does not.
         return copy.copy(item)
     # A quarter of what copy.copy() costs.
@@ -632,6 +637,10 @@ def _shallow_copy(item: Any) -> Any:
     copied.__dict__.update(item.__dict__)
 
     return copied
+
+
+# Record classes seen, and whether their instances hold values in slots.
+_SLOTTED: dict[type, bool] = {}
 
 
 class GuardedSpanProcessors(SynchronousMultiSpanProcessor):
@@ -677,23 +686,23 @@ class GuardedLogRecordProcessors(SynchronousMultiLogRecordProcessor):
         super().__init__()
         self._on_error = on_error
 
-    def on_emit(self, log_record: Any) -> None:
-        # The export queue takes the record last, whenever it was added:
+    def add_log_record_processor(
+        self, log_record_processor: LogRecordProcessor
+    ) -> None:
+        # The export queue takes each record last, whenever it was added:
         # what an application's processor changes (a scrubbed body, an
-        # added attribute) is what gets exported. Only with the provider the
-        # package builds; one the application set up first keeps the SDK's
-        # order, the order of registration. (force_flush and shutdown keep
-        # that order here too.)
-        queues: list[LogRecordProcessor] = []
+        # added attribute) is what gets exported. Ordered here, once, not
+        # on every record. Only with the provider the package builds; one
+        # the application set up first keeps the SDK's order of
+        # registration.
+        with self._lock:
+            processors = (*self._log_record_processors, log_record_processor)
+            self._log_record_processors = tuple(
+                sorted(processors, key=lambda p: isinstance(p, LogQueueProcessor))
+            )
+
+    def on_emit(self, log_record: Any) -> None:
         for processor in self._log_record_processors:
-            if isinstance(processor, LogQueueProcessor):
-                queues.append(processor)
-                continue
-            try:
-                processor.on_emit(log_record)
-            except Exception as error:  # noqa: BLE001 - reported, the call goes on
-                self._on_error(f"{type(processor).__name__}.on_emit", error)
-        for processor in queues:
             try:
                 processor.on_emit(log_record)
             except Exception as error:  # noqa: BLE001 - reported, the call goes on
