@@ -145,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
 
     collector = CollectorProcess(cpu=None)
     endpoint = f"http://127.0.0.1:{collector.http_port}"
-    figures: dict[str, list[float]] = {mode: [] for mode in args.modes}
     collected: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
     try:
         for _ in range(args.rounds):
@@ -171,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(done.stderr[-2000:], file=sys.stderr)
                     return 1
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-                figures[mode].append(result["cpu_us_per_request"])
                 collected[mode].append(result)
     finally:
         collector.close()
 
-    for mode, values in figures.items():
+    for mode, results in collected.items():
+        values = [r["cpu_us_per_request"] for r in results]
         print(
             f"{mode:20} median {statistics.median(values):7.1f} µs/request "
             f"(min {min(values):.1f}, max {max(values):.1f}, {len(values)} rounds)"
