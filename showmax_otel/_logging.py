@@ -71,6 +71,9 @@ _CORRELATION_FIELDS = (
     "otelServiceName",
 )
 _MAX_INT = 2**63 - 1
+# Logger names are few in practice; an application that makes a new logger
+# per request (a name with an id in it) must not grow the bridge without end.
+_MAX_SDK_LOGGERS = 1024
 # The OpenTelemetry names of the levels whose Python names differ.
 _SEVERITY_TEXT = {logging.WARNING: "WARN", logging.CRITICAL: "FATAL"}
 
@@ -233,6 +236,10 @@ class BridgeHandler(_InstrumentationHandler):
         self._emitting: contextvars.ContextVar[bool] = contextvars.ContextVar(
             "showmax_otel_bridge_emitting", default=False
         )
+        # The SDK logger of each logging name, asked of the provider once:
+        # the provider hands back the same logger every time, but only after
+        # a cache lookup, a lock and a WeakSet insertion, for every record.
+        self._sdk_loggers: dict[str, SDKLogger] = {}
 
     def handle(self, record: logging.LogRecord) -> bool:
         """`Handler.handle` without the handler's lock.
@@ -332,7 +339,7 @@ class BridgeHandler(_InstrumentationHandler):
                 attributes[key] = _cut(value, limit)
         try:
             self._before_emit()
-            logger = _otel_logger(name, logger_provider=self._logger_provider)
+            logger = self._otel_logger(name)
             if isinstance(logger, NoOpLogger):
                 return
             now = time.time_ns()
@@ -352,10 +359,25 @@ class BridgeHandler(_InstrumentationHandler):
 
     def _emit(self, record: logging.LogRecord) -> None:
         """What upstream's `emit` does, shipped through `_ship`."""
-        logger = _otel_logger(record.name, logger_provider=self._logger_provider)
+        logger = self._otel_logger(record.name)
         if isinstance(logger, NoOpLogger):
             return
         self._ship(logger, self._translate(record))
+
+    def _otel_logger(self, name: str) -> Any:
+        """The OpenTelemetry logger records of logger `name` go to.
+
+        Only the SDK's own loggers are kept: a no-op or proxy logger (the
+        global provider not set yet, or disabled) is asked for again the
+        next time.
+        """
+        logger = self._sdk_loggers.get(name)
+        if logger is not None:
+            return logger
+        found = _otel_logger(name, logger_provider=self._logger_provider)
+        if isinstance(found, SDKLogger) and len(self._sdk_loggers) < _MAX_SDK_LOGGERS:
+            self._sdk_loggers[name] = found
+        return found
 
     def _ship(self, logger: Any, translated: Any) -> None:
         """Hand a translated record to the SDK logger, cleaned once.

@@ -162,6 +162,18 @@ def test_route_table(receiver: OTLPReceiver, asgi: bool, row: Row) -> None:
     assert span.name == row.span_name
     assert span.status_code == row.span_status
     assert span.attributes["http.response.status_code"] == row.status_code
+    # error.type: the exception that made the 5xx, else the status code; on
+    # an error span only.
+    if row.span_status == ERROR:
+        expected_type = (
+            row.exception_events[0] if row.exception_events else str(row.status_code)
+        )
+        assert span.attributes["error.type"] == expected_type
+        assert span.status_message == (expected_type if row.exception_events else "")
+    else:
+        assert "error.type" not in span.attributes
+        assert span.status_message == ""
+    assert "http.status_code" not in span.attributes
     assert span.parent_span_id == headers["traceparent"].split("-")[2]
     assert (
         tuple(e["exception.type"] for e in span.events if e["name"] == "exception")
@@ -521,6 +533,8 @@ def test_the_server_address_is_the_host_name_and_the_port_is_apart(
 
     assert span.attributes["server.address"] == address
     assert span.attributes["net.host.name"] == address
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["http.status_code"] == 200
     if port is not None:
         assert span.attributes["server.port"] == port
         assert span.attributes["net.host.port"] == port

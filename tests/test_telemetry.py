@@ -640,6 +640,24 @@ def test_a_hand_added_otel_handler_does_not_ship_records_twice(
     assert [r.body for r in receiver.logs()] == ["only once"]
 
 
+def test_each_record_carries_the_scope_of_its_own_logger(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records of many loggers, interleaved, keep their logger's name as scope,
+    past the number of loggers the bridge keeps at hand too."""
+    monkeypatch.setattr(showmax_otel._logging, "_MAX_SDK_LOGGERS", 2)
+    telemetry = _init(receiver)
+    names = ["catalogue", "catalogue.search", "billing", "catalogue"]
+    for turn in range(3):
+        for name in names:
+            logging.getLogger(name).warning("%s %d", name, turn)
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: len(r.logs()) >= 12, 5)
+    shipped = sorted((r.scope, r.body) for r in receiver.logs())
+    assert shipped == sorted((n, f"{n} {t}") for t in range(3) for n in names)
+
+
 class _Keep(LogRecordProcessor):
     """A processor of the application's own, added to the package's provider."""
 

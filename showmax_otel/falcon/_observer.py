@@ -29,8 +29,10 @@ from typing import Any
 
 from opentelemetry import context, trace
 from opentelemetry.instrumentation._semconv import _get_schema_url, _StabilityMode
-from opentelemetry.instrumentation.utils import _start_internal_or_server_span
-from opentelemetry.instrumentation.wsgi import add_response_attributes
+from opentelemetry.instrumentation.utils import (
+    _start_internal_or_server_span,
+    http_status_to_status_code,
+)
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
@@ -315,21 +317,32 @@ class RequestObserver:
                     context.detach(parent_token)
 
     def _complete_span(self, state: RequestState, span: Any) -> None:
+        # What the upstream WSGI helper (add_response_attributes) sets, and
+        # ours, in one call: each set_attribute takes the span's lock and its
+        # attributes' lock, which are gevent locks in a patched worker.
+        attributes: dict[str, Any] = {}
         route = state.route
-        method = state.method
-        name = "HTTP" if method == "_OTHER" else method
         if route:
+            method = state.method
+            name = "HTTP" if method == "_OTHER" else method
             span.update_name(f"{name} {route}")
-            span.set_attribute("http.route", route)
+            attributes["http.route"] = route
         code = state.status_code or 500
-        add_response_attributes(span, f"{code} ", [], None, self.mode)
-        error = state.error
-        if error is not None and code >= 500:
-            error_type = _qualified_name(type(error))
-            span.set_attribute("error.type", error_type)
-            span.set_status(Status(StatusCode.ERROR, error_type))
+        attributes["http.response.status_code"] = code
+        if self.mode is _StabilityMode.HTTP_DUP:
+            attributes["http.status_code"] = code
+        if http_status_to_status_code(code, server_span=True) is StatusCode.ERROR:
+            error = state.error
+            if error is not None and code >= 500:
+                error_type = _qualified_name(type(error))
+                attributes["error.type"] = error_type
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            else:
+                attributes["error.type"] = str(code)
+                span.set_status(Status(StatusCode.ERROR))
         if state.resource is not None:
-            span.set_attribute("falcon.resource", type(state.resource).__name__)
+            attributes["falcon.resource"] = type(state.resource).__name__
+        span.set_attributes(attributes)
         if self.capture_response_headers:
             self._capture_response_headers(span, state.response_headers)
 
