@@ -312,7 +312,10 @@ def _quiesce(port: int, deadline_seconds: float = 5.0) -> dict[str, Any] | None:
     deadline = time.monotonic() + deadline_seconds
     previous = _try_stats(port)
     while time.monotonic() < deadline:
-        time.sleep(0.15)
+        # Short enough not to dominate a cell; long enough that a worker
+        # still answering queued requests (thousands a second, or dozens
+        # when each waits on a slow collector) completes more than one.
+        time.sleep(0.05)
         current = _try_stats(port)
         if (
             previous is not None
@@ -490,7 +493,7 @@ def _settle(
     while time.monotonic() < deadline:
         if last["spans"] + last["logs"] >= expected:
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
         counts = collector.command("counts")
         if counts != last:
             last, still_since = counts, time.monotonic()

@@ -339,7 +339,7 @@ class BridgeHandler(_InstrumentationHandler):
                 attributes[key] = _cut(value, limit)
         try:
             self._before_emit()
-            logger = self._otel_logger(name)
+            logger = self._sdk_logger(name)
             if isinstance(logger, NoOpLogger):
                 return
             now = time.time_ns()
@@ -359,12 +359,12 @@ class BridgeHandler(_InstrumentationHandler):
 
     def _emit(self, record: logging.LogRecord) -> None:
         """What upstream's `emit` does, shipped through `_ship`."""
-        logger = self._otel_logger(record.name)
+        logger = self._sdk_logger(record.name)
         if isinstance(logger, NoOpLogger):
             return
         self._ship(logger, self._translate(record))
 
-    def _otel_logger(self, name: str) -> Any:
+    def _sdk_logger(self, name: str) -> Any:
         """The OpenTelemetry logger records of logger `name` go to.
 
         Only the SDK's own loggers are kept: a no-op or proxy logger (the
