@@ -39,6 +39,15 @@ What the servers add, and this module handles:
 - Stop signals are held back during the exit flush, and under gevent the
   flush waits on a real lock (uWSGI's gevent loop calls its exit hook
   twice and exits as soon as the second call returns).
+  Limitation: not before the flush starts. A worker that has just served
+  its last request (max-requests) and is on its way to the exit hook when
+  the master's graceful stop reaches it runs uWSGI's SIGHUP handler, which
+  calls exit() again from inside the first exit: the hooks still to run,
+  ours among them, never do, and what the worker queued is lost. The
+  window is the time uWSGI's exit path takes to reach the hook (mostly
+  waiting for the GIL while an export thread holds it, a few
+  milliseconds); a test that stopped the master right after a recycle
+  lost a worker's records about once in twenty runs.
 - Under `opentelemetry-instrument`, `init_telemetry()` runs from
   `sitecustomize`, which uWSGI's master imports inside `Py_Initialize()`:
   before uWSGI has made its `uwsgi` module (and while `sys.argv` is

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import sys
 import threading
@@ -159,6 +160,39 @@ def _graceful_stop(server: ServerProcess, kind: Server, fifo: Path) -> float:
     return time.monotonic() - started
 
 
+def _settle_recycling(
+    server: ServerProcess,
+    answered: collections.Counter[int],
+    timeout_seconds: float = 20.0,
+) -> None:
+    """Until no uWSGI worker is on its way out or just born.
+
+    Every worker that ended after its last request must be replaced, and
+    every replacement must have answered a request (counted in `answered`),
+    so that its loop and signal handlers are in place. A stop that reaches
+    a worker still on its way out races uWSGI's exit path (the limitation
+    written in showmax_otel/_servers.py); one that reaches a worker still
+    starting can leave it running. Neither is what the tests that recycle
+    workers are about.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        output = server.output()
+        if output.count("...The work of process") > output.count(
+            "Respawned uWSGI worker"
+        ):
+            time.sleep(0.05)
+            continue
+        born = {int(pid) for pid in re.findall(r"\(new pid: (\d+)\)", output)}
+        if born <= set(answered):
+            return
+        answered[server.get_json("/log")["pid"]] += 1
+    raise AssertionError(
+        f"uWSGI's workers did not settle (answered {answered}):\n"
+        + server.output()[-3000:]
+    )
+
+
 def _stats(server: ServerProcess, workers: int) -> dict[int, Any]:
     """Each worker's `Telemetry.stats()`, for failure messages."""
     stats: dict[int, Any] = {}
@@ -295,6 +329,8 @@ def test_respawned_workers_flush_what_they_served_at_exit(
     with kind.start(receiver.http_endpoint, fifo=fifo, **slow) as server:
         for _ in range(10):
             answered[server.get_json("/log")["pid"]] += 1
+        if kind.uwsgi:
+            _settle_recycling(server, answered)
         _graceful_stop(server, kind, fifo)
         output = server.output()
 
