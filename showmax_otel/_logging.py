@@ -71,8 +71,10 @@ _CORRELATION_FIELDS = (
     "otelServiceName",
 )
 _MAX_INT = 2**63 - 1
-# Logger names are few in practice; an application that makes a new logger
-# per request (a name with an id in it) must not grow the bridge without end.
+# How many SDK loggers the bridge keeps at hand, by logger name. Names are
+# few in practice; past this many, the rest are asked of the provider for
+# each record. (An application that makes a logger per request, a name with
+# an id in it, grows `logging`'s own table and the SDK provider's anyway.)
 _MAX_SDK_LOGGERS = 1024
 # The OpenTelemetry names of the levels whose Python names differ.
 _SEVERITY_TEXT = {logging.WARNING: "WARN", logging.CRITICAL: "FATAL"}

@@ -259,7 +259,9 @@ def _build(settings: Settings) -> Telemetry:
             stacklevel=3,
         )
     telemetry.tracer_provider = tracer_provider
-    if settings.traces_exporter != "none":
+    if settings.traces_exporter != "none" and _takes_processors(
+        tracer_provider, "add_span_processor", "spans"
+    ):
         telemetry._queues["spans"] = queue("spans", "traces", "bsp")
         tracer_provider.add_span_processor(
             SpanQueueProcessor(telemetry._queues["spans"])
@@ -276,7 +278,9 @@ def _build(settings: Settings) -> Telemetry:
     else:
         logger_provider = current_logs
     telemetry.logger_provider = logger_provider
-    if settings.logs_exporter != "none":
+    if settings.logs_exporter != "none" and _takes_processors(
+        logger_provider, "add_log_record_processor", "log records"
+    ):
         telemetry._queues["logs"] = queue("logs", "logs", "blrp")
         logger_provider.add_log_record_processor(
             LogQueueProcessor(telemetry._queues["logs"])
@@ -293,6 +297,23 @@ def _build(settings: Settings) -> Telemetry:
     )
 
     return telemetry
+
+
+def _takes_processors(provider: Any, method: str, items: str) -> bool:
+    """Whether a provider set before init can take the package's processor.
+
+    A no-op provider (or another API-only implementation) set on purpose
+    cannot: the signal stays as the application set it, and says so.
+    """
+    if callable(getattr(provider, method, None)):
+        return True
+    warnings.warn(
+        f"the {type(provider).__name__} set before init_telemetry() takes no "
+        f"processors ({method} is missing); showmax_otel exports no {items}",
+        ConfigurationWarning,
+        stacklevel=4,
+    )
+    return False
 
 
 def _report_quietly(report: Any, what: str, error: BaseException) -> None:

@@ -184,9 +184,17 @@ def _settle_recycling(
             time.sleep(0.05)
             continue
         born = {int(pid) for pid in re.findall(r"\(new pid: (\d+)\)", output)}
-        if born <= set(answered):
+        if not born <= set(answered):
+            answered[server.get_json("/log")["pid"]] += 1
+            continue
+        # A worker that has just sent its last response says so a few
+        # milliseconds later: settled means nothing more is written for a
+        # while (the absence of a line can only be waited for).
+        quiet_until = time.monotonic() + 0.3
+        while time.monotonic() < quiet_until and server.output() == output:
+            time.sleep(0.05)
+        if server.output() == output:
             return
-        answered[server.get_json("/log")["pid"]] += 1
     raise AssertionError(
         f"uWSGI's workers did not settle (answered {answered}):\n"
         + server.output()[-3000:]

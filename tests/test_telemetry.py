@@ -658,6 +658,39 @@ def test_each_record_carries_the_scope_of_its_own_logger(
     assert shipped == sorted((n, f"{n} {t}") for t in range(3) for n in names)
 
 
+@pytest.mark.parametrize("signal", ["traces", "logs"])
+def test_a_no_op_provider_set_before_init_is_named_and_the_other_signal_ships(
+    receiver: OTLPReceiver, signal: str
+) -> None:
+    """A provider that takes no processors stays as it was set, with a warning;
+    the application starts, and the other signal is exported as usual."""
+    from opentelemetry._logs import NoOpLoggerProvider, set_logger_provider
+
+    if signal == "traces":
+        trace.set_tracer_provider(trace.NoOpTracerProvider())
+        named = "NoOpTracerProvider"
+    else:
+        set_logger_provider(NoOpLoggerProvider())
+        named = "NoOpLoggerProvider"
+    with pytest.warns(ConfigurationWarning, match=named):
+        telemetry = _init(receiver)
+
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("work"):
+        showmax_otel.get_logger("catalogue").warning("inside")
+    assert telemetry.force_flush(5)
+
+    if signal == "traces":
+        assert receiver.wait_for(lambda r: r.logs(), 5)
+        assert [r.body for r in receiver.logs()] == ["inside"]
+        assert receiver.spans() == []
+        assert set(telemetry.stats()) >= {"logs"}
+    else:
+        assert receiver.wait_for(lambda r: r.spans(), 5)
+        assert [s.name for s in receiver.spans()] == ["work"]
+        assert receiver.logs() == []
+
+
 class _Keep(LogRecordProcessor):
     """A processor of the application's own, added to the package's provider."""
 
