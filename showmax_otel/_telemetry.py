@@ -248,20 +248,14 @@ def _build(settings: Settings) -> Telemetry:
             active_span_processor=GuardedSpanProcessors(report),
         )
         trace.set_tracer_provider(tracer_provider)
+        spans_welcome = True
     else:
         # Someone configured tracing before us (another distro, a test);
         # ship through their provider rather than fight over the global.
         tracer_provider = current
-        warnings.warn(
-            f"a TracerProvider ({type(current).__name__}) was set before "
-            "init_telemetry(); showmax_otel adds its processor to it",
-            ConfigurationWarning,
-            stacklevel=3,
-        )
+        spans_welcome = _adopt(current, "TracerProvider", "add_span_processor")
     telemetry.tracer_provider = tracer_provider
-    if settings.traces_exporter != "none" and _takes_processors(
-        tracer_provider, "add_span_processor", "spans"
-    ):
+    if settings.traces_exporter != "none" and spans_welcome:
         telemetry._queues["spans"] = queue("spans", "traces", "bsp")
         tracer_provider.add_span_processor(
             SpanQueueProcessor(telemetry._queues["spans"])
@@ -275,12 +269,14 @@ def _build(settings: Settings) -> Telemetry:
             multi_log_record_processor=GuardedLogRecordProcessors(report),
         )
         set_logger_provider(logger_provider)
+        logs_welcome = True
     else:
         logger_provider = current_logs
+        logs_welcome = _adopt(
+            current_logs, "LoggerProvider", "add_log_record_processor"
+        )
     telemetry.logger_provider = logger_provider
-    if settings.logs_exporter != "none" and _takes_processors(
-        logger_provider, "add_log_record_processor", "log records"
-    ):
+    if settings.logs_exporter != "none" and logs_welcome:
         telemetry._queues["logs"] = queue("logs", "logs", "blrp")
         logger_provider.add_log_record_processor(
             LogQueueProcessor(telemetry._queues["logs"])
@@ -299,21 +295,29 @@ def _build(settings: Settings) -> Telemetry:
     return telemetry
 
 
-def _takes_processors(provider: Any, method: str, items: str) -> bool:
-    """Whether a provider set before init can take the package's processor.
+def _adopt(provider: Any, kind: str, method: str) -> bool:
+    """Say what becomes of a provider set before init; whether it takes our
+    processor.
 
     A no-op provider (or another API-only implementation) set on purpose
-    cannot: the signal stays as the application set it, and says so.
+    cannot take one: that signal stays as the application set it.
     """
+    name = type(provider).__name__
     if callable(getattr(provider, method, None)):
-        return True
-    warnings.warn(
-        f"the {type(provider).__name__} set before init_telemetry() takes no "
-        f"processors ({method} is missing); showmax_otel exports no {items}",
-        ConfigurationWarning,
-        stacklevel=4,
-    )
-    return False
+        message = (
+            f"a {kind} ({name}) was set before init_telemetry(); "
+            "showmax_otel adds its processor to it"
+        )
+        welcome = True
+    else:
+        message = (
+            f"the {kind} set before init_telemetry() ({name}) takes no "
+            f"processors; showmax_otel exports nothing through it"
+        )
+        welcome = False
+    warnings.warn(message, ConfigurationWarning, stacklevel=4)
+
+    return welcome
 
 
 def _report_quietly(report: Any, what: str, error: BaseException) -> None:

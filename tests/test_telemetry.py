@@ -672,8 +672,11 @@ def test_a_no_op_provider_set_before_init_is_named_and_the_other_signal_ships(
     else:
         set_logger_provider(NoOpLoggerProvider())
         named = "NoOpLoggerProvider"
-    with pytest.warns(ConfigurationWarning, match=named):
+    with pytest.warns(ConfigurationWarning) as caught:
         telemetry = _init(receiver)
+    (message,) = [str(w.message) for w in caught]
+    assert named in message
+    assert "takes no processors" in message
 
     tracer = trace.get_tracer("tests")
     with tracer.start_as_current_span("work"):
@@ -689,6 +692,27 @@ def test_a_no_op_provider_set_before_init_is_named_and_the_other_signal_ships(
         assert receiver.wait_for(lambda r: r.spans(), 5)
         assert [s.name for s in receiver.spans()] == ["work"]
         assert receiver.logs() == []
+
+
+def test_an_sdk_logger_provider_set_before_init_is_kept_and_ships(
+    receiver: OTLPReceiver,
+) -> None:
+    """The package adds its processor to a LoggerProvider set first, and says so."""
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    theirs = LoggerProvider(shutdown_on_exit=False)
+    set_logger_provider(theirs)
+    with pytest.warns(ConfigurationWarning, match="LoggerProvider.*adds its"):
+        telemetry = _init(receiver)
+
+    showmax_otel.get_logger("catalogue").warning("through theirs")
+    assert telemetry.force_flush(5)
+
+    assert receiver.wait_for(lambda r: r.logs(), 5)
+    assert [r.body for r in receiver.logs()] == ["through theirs"]
+    assert get_logger_provider() is theirs
+    assert telemetry.logger_provider is theirs
 
 
 class _Keep(LogRecordProcessor):
