@@ -340,8 +340,16 @@ class RequestSpans(SpanProcessor):
             self._spans[self._getcurrent()] = span
 
     def on_end(self, span: ReadableSpan) -> None:
+        # The SDK hands processors a read-only copy at the end, never the
+        # span itself: the two are matched by their span id.
         current = self._getcurrent()
-        if self._spans.get(current) is span:
+        started = self._spans.get(current)
+        ended = span.context
+        if (
+            started is not None
+            and ended is not None
+            and started.get_span_context().span_id == ended.span_id
+        ):
             del self._spans[current]
 
     def span_context_of(self, greenlet: Any) -> Any:

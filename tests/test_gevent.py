@@ -407,6 +407,32 @@ print(json.dumps({"trace_id": trace_id, "span_id": span_id, "pid": os.getpid()})
     assert record.resource["process.pid"] == result["pid"]
 
 
+def test_a_block_after_the_greenlets_span_ended_carries_no_trace(
+    receiver: OTLPReceiver,
+) -> None:
+    """A greenlet that ended its request span and then blocks the hub is not
+    reported under that request's ids."""
+    run_script(
+        WATCHED.format(endpoint=receiver.http_endpoint, threshold=50)
+        + """
+def job():
+    with tracer.start_as_current_span("GET /done", kind=trace.SpanKind.SERVER):
+        gevent.sleep(0.01)
+    real_sleep(0.2)
+
+gevent.spawn(job).join()
+gevent.sleep(0.2)
+telemetry.force_flush(10)
+print(json.dumps(True))
+"""
+    )
+
+    assert receiver.wait_for(lambda r: bool(_blocks(r)), 10)
+    (record,) = _blocks(receiver)
+    assert 150 <= record.attributes["gevent.block.duration_ms"] < 1000
+    assert (record.trace_id, record.span_id) == ("", "")
+
+
 def test_yielding_work_and_an_idle_hub_are_not_reported(receiver: OTLPReceiver) -> None:
     """Greenlets that yield often, and a hub waiting for I/O, report nothing."""
     run_script(
