@@ -319,11 +319,14 @@ class HubBlock:
 
 
 class RequestSpans(SpanProcessor):
-    """Remembers, per greenlet, the local root span it is running.
+    """Remembers, per greenlet, the local root spans it is running.
 
     The watch runs on its own thread and cannot read a running greenlet's
-    context, so the span that starts a request (or a background job) in a
-    greenlet is noted here when it starts, for the watch to look up.
+    context, so a span that starts a request (or a background job) in a
+    greenlet is noted here when it starts, for the watch to look up, and
+    forgotten when it ends. A greenlet may hold several (a root started
+    inside another: a job with a fresh context, a message with a remote
+    parent); the innermost one still open is the one reported.
     """
 
     def __init__(self) -> None:
@@ -332,29 +335,52 @@ class RequestSpans(SpanProcessor):
         self._getcurrent = getcurrent
         # Weak keys: a greenlet that dies with its span still open (a
         # killed request) takes its entry with it.
-        self._spans: weakref.WeakKeyDictionary[Any, Span] = weakref.WeakKeyDictionary()
+        self._spans: weakref.WeakKeyDictionary[Any, list[Span]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
         parent = span.parent
         if parent is None or parent.is_remote:
-            self._spans[self._getcurrent()] = span
+            current = self._getcurrent()
+            started = self._spans.get(current)
+            if started is None:
+                self._spans[current] = [span]
+            else:
+                started.append(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         # The SDK hands processors a read-only copy at the end, never the
         # span itself: the two are matched by their span id.
+        parent = span.parent
+        ended = span.context
+        if (parent is not None and not parent.is_remote) or ended is None:
+            return
+        span_id = ended.span_id
         current = self._getcurrent()
         started = self._spans.get(current)
-        ended = span.context
-        if (
-            started is not None
-            and ended is not None
-            and started.get_span_context().span_id == ended.span_id
-        ):
-            del self._spans[current]
+        if started and started[-1].get_span_context().span_id == span_id:
+            started.pop()
+            if not started:
+                del self._spans[current]
+            return
+        # Ended out of order, or in another greenlet than it started in.
+        for greenlet, spans in list(self._spans.items()):
+            for index, candidate in enumerate(spans):
+                if candidate.get_span_context().span_id == span_id:
+                    del spans[index]
+                    if not spans:
+                        self._spans.pop(greenlet, None)
+                    return
 
     def span_context_of(self, greenlet: Any) -> Any:
-        span = self._spans.get(greenlet)
-        return None if span is None else span.get_span_context()
+        # Read on the watch's thread while the hub's thread may be ending
+        # the last span of that greenlet.
+        spans = self._spans.get(greenlet)
+        try:
+            return spans[-1].get_span_context() if spans else None
+        except IndexError:
+            return None
 
     def shutdown(self) -> None:
         return None

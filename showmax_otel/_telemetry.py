@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 import warnings
 from typing import Any
@@ -253,7 +254,12 @@ def _build(settings: Settings) -> Telemetry:
         # Someone configured tracing before us (another distro, a test);
         # ship through their provider rather than fight over the global.
         tracer_provider = current
-        spans_welcome = _adopt(current, "TracerProvider", "add_span_processor")
+        spans_welcome = _adopt(
+            current,
+            "TracerProvider",
+            "add_span_processor",
+            exporting=settings.traces_exporter != "none",
+        )
     telemetry.tracer_provider = tracer_provider
     if settings.traces_exporter != "none" and spans_welcome:
         telemetry._queues["spans"] = queue("spans", "traces", "bsp")
@@ -273,7 +279,10 @@ def _build(settings: Settings) -> Telemetry:
     else:
         logger_provider = current_logs
         logs_welcome = _adopt(
-            current_logs, "LoggerProvider", "add_log_record_processor"
+            current_logs,
+            "LoggerProvider",
+            "add_log_record_processor",
+            exporting=settings.logs_exporter != "none",
         )
     telemetry.logger_provider = logger_provider
     if settings.logs_exporter != "none" and logs_welcome:
@@ -295,29 +304,46 @@ def _build(settings: Settings) -> Telemetry:
     return telemetry
 
 
-def _adopt(provider: Any, kind: str, method: str) -> bool:
+def _adopt(provider: Any, kind: str, method: str, *, exporting: bool) -> bool:
     """Say what becomes of a provider set before init; whether it takes our
     processor.
 
     A no-op provider (or another API-only implementation) set on purpose
-    cannot take one: that signal stays as the application set it.
+    cannot take one: that signal stays as the application set it. With the
+    signal's exporter set to "none" nothing is added, and nothing is said.
     """
+    takes = callable(getattr(provider, method, None))
+    if not exporting:
+        return takes
     name = type(provider).__name__
-    if callable(getattr(provider, method, None)):
+    if takes:
         message = (
             f"a {kind} ({name}) was set before init_telemetry(); "
             "showmax_otel adds its processor to it"
         )
-        welcome = True
     else:
         message = (
             f"the {kind} set before init_telemetry() ({name}) takes no "
             f"processors; showmax_otel exports nothing through it"
         )
-        welcome = False
-    warnings.warn(message, ConfigurationWarning, stacklevel=4)
+    warnings.warn(message, ConfigurationWarning, stacklevel=_caller_stacklevel())
 
-    return welcome
+    return takes
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes a warning point at the first frame outside
+    this package: the application's call to `init_telemetry()` (or whatever
+    ran the configurator), not the package's own lines."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    # Level 1 is the function calling warnings.warn(), our caller.
+    frame: Any = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back
+        level += 1
+
+    return level
 
 
 def _report_quietly(report: Any, what: str, error: BaseException) -> None:

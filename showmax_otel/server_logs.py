@@ -138,11 +138,14 @@ def _under_uwsgi() -> bool:
 def install_uwsgi_logvars(telemetry: Any) -> bool:
     """Under uWSGI, feed `trace_id`/`span_id` to its request log; idempotent.
 
-    Returns whether the processor is in place. Does nothing outside uWSGI
-    or when the SDK is disabled.
+    Returns whether the processor is in place. Does nothing outside uWSGI,
+    when the SDK is disabled, or with a provider that takes no processors
+    (a no-op one the application set before init).
     """
-    provider = getattr(telemetry, "tracer_provider", None)
-    if provider is None or not _under_uwsgi():
+    provider: Any = getattr(telemetry, "tracer_provider", None)
+    if not callable(getattr(provider, "add_span_processor", None)):
+        return False
+    if not _under_uwsgi():
         return False
     processors = getattr(
         getattr(provider, "_active_span_processor", None), "_span_processors", ()

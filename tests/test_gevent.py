@@ -433,6 +433,37 @@ print(json.dumps(True))
     assert (record.trace_id, record.span_id) == ("", "")
 
 
+def test_the_watch_knows_the_innermost_open_root_span_of_each_greenlet() -> None:
+    """Roots nested in one greenlet, children, and a root ended in another
+    greenlet: the watch's table follows them all."""
+    from greenlet import getcurrent, greenlet
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from showmax_otel._gevent import RequestSpans
+
+    spans = RequestSpans()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(spans)
+    tracer = provider.get_tracer("tests")
+    here = getcurrent()
+
+    request = tracer.start_span("request")
+    assert spans.span_context_of(here) == request.get_span_context()
+    with trace.use_span(request):
+        job = tracer.start_span("job", context=otel_context.Context())
+        assert spans.span_context_of(here) == job.get_span_context()
+        job.end()
+        assert spans.span_context_of(here) == request.get_span_context()
+        child = tracer.start_span("child")
+        child.end()
+        assert spans.span_context_of(here) == request.get_span_context()
+
+    greenlet(request.end).switch()
+    assert spans.span_context_of(here) is None
+
+
 def test_yielding_work_and_an_idle_hub_are_not_reported(receiver: OTLPReceiver) -> None:
     """Greenlets that yield often, and a hub waiting for I/O, report nothing."""
     run_script(

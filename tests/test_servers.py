@@ -315,6 +315,27 @@ def test_idle_uwsgi_workers_export_nothing_at_exit(
 
 
 @pytest.mark.servers
+@pytest.mark.parametrize("kind", _ids([UWSGI_SYNC, GUNICORN_SYNC]))
+def test_a_no_op_tracer_provider_from_the_environment_leaves_logs_shipping(
+    kind: Server, receiver: OTLPReceiver
+) -> None:
+    """OTEL_PYTHON_TRACER_PROVIDER naming the API's no-op provider: the app
+    starts and serves, its records ship, and no span is exported."""
+    with kind.start(
+        receiver.http_endpoint, OTEL_PYTHON_TRACER_PROVIDER="default_tracer_provider"
+    ) as server:
+        answer = server.get_json("/log")
+        assert receiver.wait_for(lambda r: bool(_app_logs(r)), 10)
+        server.stop(signal.SIGTERM)
+        output = server.output()
+
+    assert answer["pid"] in _by_pid(_app_logs(receiver))
+    assert _app_spans(receiver) == []
+    assert "NoOpTracerProvider" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.servers
 @pytest.mark.parametrize("kind", _ids([UWSGI_SYNC, UWSGI_GEVENT, GUNICORN_SYNC]))
 def test_respawned_workers_flush_what_they_served_at_exit(
     kind: Server, receiver: OTLPReceiver, tmp_path: Path

@@ -715,6 +715,24 @@ def test_an_sdk_logger_provider_set_before_init_is_kept_and_ships(
     assert telemetry.logger_provider is theirs
 
 
+def test_a_provider_set_before_init_is_not_warned_about_when_its_signal_is_off(
+    receiver: OTLPReceiver,
+) -> None:
+    """With traces_exporter="none" nothing is added to a TracerProvider set
+    first, and nothing is said about it (warnings are errors here)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    theirs = TracerProvider(shutdown_on_exit=False)
+    trace.set_tracer_provider(theirs)
+    telemetry = _init(receiver, traces_exporter="none")
+
+    assert telemetry.tracer_provider is theirs
+    assert telemetry.stats()["spans"]["emitted"] == 0
+    with trace.get_tracer("tests").start_as_current_span("unexported"):
+        pass
+    assert telemetry.stats()["spans"]["emitted"] == 0
+
+
 class _Keep(LogRecordProcessor):
     """A processor of the application's own, added to the package's provider."""
 
