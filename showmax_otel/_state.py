@@ -59,7 +59,12 @@ def on_reset(hook: Callable[[], None]) -> None:
 
 
 def reset_for_tests(timeout_seconds: float = 2.0) -> None:
-    """Shut the pipeline down and forget it, so the next init starts afresh."""
+    """Shut the pipeline down and forget it.
+
+    OpenTelemetry's global providers stay set, so the next init finds them
+    (and warns that it adds its processors to them):
+    `showmax_otel.testing.reset_telemetry()` clears those as well.
+    """
     global _telemetry
 
     with _lock:
