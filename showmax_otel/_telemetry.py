@@ -324,7 +324,7 @@ def _adopt(provider: Any, kind: str, method: str, *, exporting: bool) -> bool:
     else:
         message = (
             f"the {kind} set before init_telemetry() ({name}) takes no "
-            f"processors; showmax_otel exports nothing through it"
+            "processors; showmax_otel exports nothing through it"
         )
     warnings.warn(message, ConfigurationWarning, stacklevel=_caller_stacklevel())
 
