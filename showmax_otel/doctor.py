@@ -772,6 +772,48 @@ def pipeline_findings(telemetry: Any) -> list[Finding]:
     return findings
 
 
+def silent_provider_findings(telemetry: Any) -> list[Finding]:
+    """Global providers that take no processors while their signal should
+    export: a no-op provider set before init, which init_telemetry() kept
+    (it warned then) and which exports nothing."""
+    from opentelemetry import trace
+    from opentelemetry._logs import get_logger_provider
+
+    settings = getattr(telemetry, "settings", None)
+    if settings is None:
+        return []
+    findings = []
+    for kind, provider, method, exporter, variable in (
+        (
+            "TracerProvider",
+            trace.get_tracer_provider(),
+            "add_span_processor",
+            settings.traces_exporter,
+            "OTEL_PYTHON_TRACER_PROVIDER",
+        ),
+        (
+            "LoggerProvider",
+            get_logger_provider(),
+            "add_log_record_processor",
+            settings.logs_exporter,
+            "OTEL_PYTHON_LOGGER_PROVIDER",
+        ),
+    ):
+        if exporter == "none" or callable(getattr(provider, method, None)):
+            continue
+        findings.append(
+            Finding(
+                "silent-provider",
+                f"the global {kind} ({type(provider).__name__}) takes no "
+                "processors: nothing of that signal is exported",
+                f"remove what set it before init_telemetry() (a set_*_provider() "
+                f"call, {variable}), or set that signal's exporter to none",
+            )
+        )
+
+    return findings
+
+
 def _exporting_processors(processors: Iterable[Any]) -> list[str]:
     """Names of the processors that export (the SDK's and this package's)."""
     exporting_names = ("BatchSpan", "SimpleSpan", "BatchLog", "SimpleLog")
@@ -964,6 +1006,8 @@ def check(
     findings += falcon_findings()
     if telemetry is not None and not telemetry.disabled:
         findings += pipeline_findings(telemetry)
+        # Not among the init-time checks: init_telemetry() warned already.
+        findings += silent_provider_findings(telemetry)
     if network and not settings.sdk_disabled:
         findings += endpoint_findings(settings, timeout_seconds)
 

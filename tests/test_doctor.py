@@ -509,6 +509,23 @@ def test_init_time_findings_are_cheap_and_local(
     assert elapsed_seconds < 1.0
 
 
+def test_a_no_op_provider_kept_at_init_is_found(receiver: OTLPReceiver) -> None:
+    """doctor names a global provider that takes no processors; init warned."""
+    from opentelemetry import trace
+
+    from showmax_otel.options import ConfigurationWarning
+
+    trace.set_tracer_provider(trace.NoOpTracerProvider())
+    with pytest.warns(ConfigurationWarning, match="NoOpTracerProvider"):
+        telemetry = init_telemetry(endpoint=receiver.http_endpoint)
+
+    findings = doctor.check(telemetry, network=False)
+    (silent,) = [f for f in findings if f.code == "silent-provider"]
+    assert "TracerProvider (NoOpTracerProvider)" in silent.problem
+    assert "OTEL_PYTHON_TRACER_PROVIDER" in silent.fix
+    assert "silent-provider" not in codes(doctor.init_time_findings(telemetry))
+
+
 def test_add_arguments_builds_the_documented_options() -> None:
     """The subcommand's options parse as documented."""
     parser = argparse.ArgumentParser()
