@@ -684,29 +684,18 @@ def test_resolved_endpoint(
 
 
 def _one_log_record() -> list[Any]:
-    from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import (
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
 
-    class Keep(LogRecordProcessor):
-        def __init__(self) -> None:
-            self.records: list[Any] = []
-
-        def on_emit(self, log_record: Any) -> None:
-            self.records.append(log_record)
-
-        emit = on_emit
-
-        def shutdown(self) -> None:
-            return None
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    keep = Keep()
+    exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider(shutdown_on_exit=False)
-    provider.add_log_record_processor(keep)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     provider.get_logger("tests").emit(body="one record")
 
-    return keep.records
+    return list(exporter.get_finished_logs())
 
 
 def _poll(condition: Any, seconds: float) -> bool:
