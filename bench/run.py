@@ -8,8 +8,9 @@ mode x collector condition), in one server lifetime:
    for latency (p50, p99, max) and the hub probe's longest lateness;
 3. the saturation phase: wrk with bench/mix.lua, for requests/s and the
    server CPU spent per request;
-4. a graceful stop (SIGTERM), timed and bounded, then what the collector
-   received against what the app wrote, shutdown included.
+4. a graceful stop (SIGTERM), timed until the worker has exited and
+   bounded, then what the collector received against what the app wrote,
+   shutdown included.
 
 Cells run round after round (`--reps`), so that drift on a shared machine
 spreads over every mode rather than landing on one.
@@ -447,24 +448,57 @@ def running_server(
         facts["server_pid"] = process.pid
         yield facts
     finally:
-        facts["stop"] = _stop(process, facts.get("stop_wait", stop_wait))
+        facts["stop"] = _stop(
+            process, facts.get("stop_wait", stop_wait), facts.get("worker_pid")
+        )
         log.close()
 
 
-def _stop(process: subprocess.Popen[bytes], wait_seconds: float) -> dict[str, Any]:
+def _exited(pid: int) -> bool:
+    """Whether a process has exited (a zombie its parent has not reaped counts)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _stop(
+    process: subprocess.Popen[bytes], wait_seconds: float, worker_pid: int | None
+) -> dict[str, Any]:
+    """SIGTERM the server; the time until its worker has exited, bounded.
+
+    The worker is what serves and ships telemetry, so its exit is the end of
+    the shutdown being measured. The master then has nothing left to do but
+    notice, and uWSGI's takes a second of its own polling to, whatever the
+    mode: it is killed rather than waited for. Without a worker pid (a server
+    that never answered) the master's own exit is waited for.
+    """
     if process.poll() is not None:
         return {"seconds": 0.0, "killed": False, "exit": process.returncode}
     started = time.monotonic()
+    deadline = started + wait_seconds
     process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(wait_seconds)
-        return {"seconds": time.monotonic() - started, "killed": False, "exit": code}
-    except subprocess.TimeoutExpired:
-        # The whole session: the master and its worker.
+    done: dict[str, Any] = {"killed": False, "exit": None}
+    if worker_pid is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            done["exit"] = process.wait(wait_seconds)
+    else:
+        while not _exited(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    done["seconds"] = time.monotonic() - started
+    if worker_pid is None:
+        done["killed"] = done["exit"] is None
+    else:
+        done["killed"] = not _exited(worker_pid)
+    if process.poll() is None:
+        # The whole session: the master, and the worker if it overstayed.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
-        return {"seconds": time.monotonic() - started, "killed": True, "exit": None}
+
+    return done
 
 
 # -- one cell ----------------------------------------------------------------
@@ -503,6 +537,20 @@ def _settle(
     return last
 
 
+class _Laps:
+    """The seconds each phase of a cell took, kept in the cell as it goes."""
+
+    def __init__(self, cell: dict[str, Any]) -> None:
+        self.seconds: dict[str, float] = {}
+        cell["phase_seconds"] = self.seconds
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = now - self._last
+        self._last = now
+
+
 def run_cell(
     plan: Plan,
     server: str,
@@ -528,27 +576,39 @@ def run_cell(
     log_path = log_dir / f"{server}-{mode_name}-{condition}.log"
 
     started = time.monotonic()
+    laps = _Laps(cell)
     with running_server(
         server, mode_name, endpoint, log_path, stop_wait, plan.server_cpu
     ) as facts:
         port = facts["port"]
+        laps.lap("start")
         _warm_up(port)
+        laps.lap("warm_up")
 
         _try_stats(port, reset_probe=True)
         cell["fixed_rate"] = _run_loadgen(port, rate, rate_seconds, plan.load_cpu)
+        laps.lap("fixed_rate")
         after_rate = _quiesce(port, 1.5)
+        laps.lap("quiesce_after_rate")
         cell["fixed_rate"]["probe_max_lag_ms"] = (
             after_rate["probe_max_lag_ms"] if after_rate else None
         )
-        _try_stats(port, reset_probe=True)
+        if after_rate is not None:
+            # A stuck worker would answer only after its backlog, at no
+            # telling when: its probe's lateness is not split between phases.
+            _try_stats(port, reset_probe=True)
 
         processes = _process_tree(facts["server_pid"])
         cpu_before = _cpu_seconds(processes)
         saturation = _run_wrk(port, saturation_seconds, plan.connections, plan.load_cpu)
         cpu_after = _cpu_seconds(processes)
+        laps.lap("saturation")
         # A worker that was still busy after the first phase gets less time.
         stats = _quiesce(port, 5.0 if after_rate is not None else 1.0)
-        saturation["probe_max_lag_ms"] = stats["probe_max_lag_ms"] if stats else None
+        laps.lap("quiesce_after_saturation")
+        saturation["probe_max_lag_ms"] = (
+            stats["probe_max_lag_ms"] if stats and after_rate else None
+        )
         saturation["cpu_seconds"] = cpu_after - cpu_before
         saturation["cpu_us_per_request"] = (
             (cpu_after - cpu_before) / saturation["requests"] * 1e6
@@ -565,6 +625,7 @@ def run_cell(
             # Still working through a backlog it cannot finish: what it wrote
             # is unknowable, and a graceful stop would only wait for it.
             facts["stop_wait"] = 0.5
+    laps.lap("stop")
     cell["stop"] = facts["stop"]
     cell["unresponsive"] = stats is None
 
@@ -586,6 +647,7 @@ def run_cell(
     sent_records = stats["requests"] + stats["failures"] if ships else 0
     sent_spans = stats["requests"] if mode.emits_spans else 0
     received = _settle(collector, sent_records + sent_spans, condition)
+    laps.lap("settle")
     cell["records"] = {
         "sent": sent_records,
         "received": received["logs"],
