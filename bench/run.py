@@ -296,12 +296,10 @@ def _run_wrk(
     raise RuntimeError(f"wrk printed no result: {done.stdout}{done.stderr}")
 
 
-def _try_stats(
-    port: int, reset_probe: bool = False, timeout: float = 1.0
-) -> dict[str, Any] | None:
+def _try_stats(port: int, reset_probe: bool = False) -> dict[str, Any] | None:
     path = "/_bench/stats" + ("?reset_probe=1" if reset_probe else "")
     try:
-        return _get_json(port, path, timeout=timeout)
+        return _get_json(port, path, timeout=1)
     except OSError:
         return None
 
@@ -313,15 +311,13 @@ def _quiesce(port: int, deadline_seconds: float = 5.0) -> dict[str, Any] | None:
     None when the worker is still busy at the deadline.
     """
     deadline = time.monotonic() + deadline_seconds
-    previous = _try_stats(port, timeout=min(1.0, deadline_seconds))
+    previous = _try_stats(port)
     while time.monotonic() < deadline:
         # Short enough not to dominate a cell; long enough that a worker
         # still answering queued requests (thousands a second, or dozens
         # when each waits on a slow collector) completes more than one.
         time.sleep(0.05)
-        # A busy worker's answer is not waited for past the deadline.
-        remaining = deadline - time.monotonic()
-        current = _try_stats(port, timeout=min(1.0, max(0.05, remaining)))
+        current = _try_stats(port)
         if (
             previous is not None
             and current is not None
