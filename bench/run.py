@@ -448,57 +448,64 @@ def running_server(
         facts["server_pid"] = process.pid
         yield facts
     finally:
-        facts["stop"] = _stop(
-            process, facts.get("stop_wait", stop_wait), facts.get("worker_pid")
-        )
+        facts["stop"] = _stop(process, facts.get("stop_wait", stop_wait))
         log.close()
 
 
-def _exited(pid: int) -> bool:
+def _exited(worker: Any) -> bool:
     """Whether a process has exited (a zombie its parent has not reaped counts)."""
     import psutil
 
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(worker.status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
 
-def _stop(
-    process: subprocess.Popen[bytes], wait_seconds: float, worker_pid: int | None
-) -> dict[str, Any]:
-    """SIGTERM the server; the time until its worker has exited, bounded.
+def _stop(process: subprocess.Popen[bytes], wait_seconds: float) -> dict[str, Any]:
+    """SIGTERM the server; the time until its workers have exited, bounded.
 
-    The worker is what serves and ships telemetry, so its exit is the end of
-    the shutdown being measured. The master then has nothing left to do but
-    notice, and uWSGI's takes a second of its own polling to, whatever the
-    mode: it is killed rather than waited for. Without a worker pid (a server
-    that never answered) the master's own exit is waited for.
+    The workers are what serve and ship telemetry, so their exit is the end
+    of the shutdown being measured. They are the master's children when the
+    signal goes, a respawned one included. The master then has nothing left
+    to do but notice, and uWSGI's takes a second of its own polling to,
+    whatever the mode: it is killed rather than waited for. A master with no
+    worker is waited for itself.
     """
+    import psutil
+
     if process.poll() is not None:
-        return {"seconds": 0.0, "killed": False, "exit": process.returncode}
+        return {"seconds": 0.0, "killed": False, "master_exit": process.returncode}
+    try:
+        workers = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
     started = time.monotonic()
     deadline = started + wait_seconds
     process.send_signal(signal.SIGTERM)
-    done: dict[str, Any] = {"killed": False, "exit": None}
-    if worker_pid is None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            done["exit"] = process.wait(wait_seconds)
-    else:
-        while not _exited(worker_pid) and time.monotonic() < deadline:
+    if workers:
+        while time.monotonic() < deadline and not all(map(_exited, workers)):
             time.sleep(0.01)
-    done["seconds"] = time.monotonic() - started
-    if worker_pid is None:
-        done["killed"] = done["exit"] is None
+        killed = not all(map(_exited, workers))
     else:
-        done["killed"] = not _exited(worker_pid)
+        try:
+            process.wait(wait_seconds)
+            killed = False
+        except subprocess.TimeoutExpired:
+            killed = True
+    seconds = time.monotonic() - started
     if process.poll() is None:
-        # The whole session: the master, and the worker if it overstayed.
+        # The whole session: the master, and any worker that overstayed.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+    for worker in workers:
+        # Orphans go to whoever adopts them; if that is this process (PID 1
+        # of a container), they are reaped here rather than left as zombies.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(worker.pid, os.WNOHANG)
 
-    return done
+    return {"seconds": seconds, "killed": killed, "master_exit": process.returncode}
 
 
 # -- one cell ----------------------------------------------------------------
@@ -606,6 +613,13 @@ def run_cell(
         # A worker that was still busy after the first phase gets less time.
         stats = _quiesce(port, 5.0 if after_rate is not None else 1.0)
         laps.lap("quiesce_after_saturation")
+        for answer in (after_rate, stats):
+            if answer is not None and answer["pid"] != facts["worker_pid"]:
+                # Its counters started again from zero: nothing adds up.
+                raise RuntimeError(
+                    f"{server}'s worker {facts['worker_pid']} was replaced by "
+                    f"{answer['pid']} during the cell; see {log_path}"
+                )
         saturation["probe_max_lag_ms"] = (
             stats["probe_max_lag_ms"] if stats and after_rate else None
         )
