@@ -718,8 +718,22 @@ def cells(plan: Plan) -> list[tuple[str, str, str]]:
     return chosen
 
 
+def _compile_sources() -> None:
+    """Byte-compile the package and the app once for every server start.
+
+    Where PYTHONDONTWRITEBYTECODE is set (some CI images set it), nothing
+    imported from the working tree is ever cached, and each server would
+    compile them again at start: 0.4 s of every cell on 2 cores.
+    """
+    import compileall
+
+    for folder in ("showmax_otel", "bench"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
+
+
 def run(plan: Plan, out_dir: Path, log: Any = print) -> dict[str, Any]:
     """Run the whole plan; return (and write) the raw results."""
+    _compile_sources()
     log_dir = out_dir / "raw"
     log_dir.mkdir(parents=True, exist_ok=True)
     raw_path = log_dir / "runs.json"
