@@ -51,9 +51,9 @@ WRK_MISSING = (
 class Plan:
     """Durations and shape of one run; the defaults take about 15 minutes on 2 cores.
 
-    What a run costs is mostly per cell (a server's start and graceful stop
-    take about two seconds whatever the phases last), so shorter phases buy
-    little; fewer servers, conditions or rounds buy more.
+    What a run costs is mostly per cell (a server's start, and gunicorn's
+    graceful stop, take one to two seconds whatever the phases last), so
+    shorter phases buy little; fewer servers, conditions or rounds buy more.
     """
 
     servers: tuple[str, ...] = SERVERS
