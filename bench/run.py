@@ -8,8 +8,9 @@ mode x collector condition), in one server lifetime:
    for latency (p50, p99, max) and the hub probe's longest lateness;
 3. the saturation phase: wrk with bench/mix.lua, for requests/s and the
    server CPU spent per request;
-4. a graceful stop (SIGTERM), timed until the worker has exited and
-   bounded, then what the collector received against what the app wrote,
+4. a stop with SIGTERM (graceful on gunicorn; uWSGI with --die-on-term
+   ends its worker at once), timed until the worker has exited and
+   bounded; then what the collector received against what the app wrote,
    shutdown included.
 
 Cells run round after round (`--reps`), so that drift on a shared machine
@@ -51,8 +52,8 @@ WRK_MISSING = (
 class Plan:
     """Durations and shape of one run; the defaults take about 15 minutes on 2 cores.
 
-    What a run costs is mostly per cell (a server's start, and gunicorn's
-    graceful stop, take one to two seconds whatever the phases last), so
+    What a run costs is mostly per cell (a server's start takes 0.6-0.8 s,
+    and on gunicorn a graceful stop about 1 s, whatever the phases last), so
     shorter phases buy little; fewer servers, conditions or rounds buy more.
     """
 
@@ -723,7 +724,7 @@ def _compile_sources() -> None:
 
     Where PYTHONDONTWRITEBYTECODE is set (some CI images set it), nothing
     imported from the working tree is ever cached, and each server would
-    compile them again at start: 0.4 s of every cell on 2 cores.
+    compile them again at start.
     """
     import compileall
 
