@@ -155,6 +155,8 @@ class CollectorProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(5)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 def _clean_env() -> dict[str, str]:

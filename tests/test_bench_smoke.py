@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -118,3 +122,43 @@ def test_the_cost_of_a_setting_is_measured_both_ways() -> None:
     for line in medians:
         value = float(line.split(": median ")[1].split()[0])
         assert value > 0
+
+
+def test_a_stop_waits_for_the_worker_that_replaced_a_dead_one(tmp_path: Path) -> None:
+    """The worker a stop waits for is the one serving then, so its exit flush ships."""
+    from bench import run as bench_run
+
+    collector = bench_run.CollectorProcess(None)
+    try:
+        endpoint = f"http://127.0.0.1:{collector.http_port}"
+        with bench_run.running_server(
+            "gunicorn", "showmax", endpoint, tmp_path / "server.log", 7.0, None
+        ) as facts:
+            port, first = facts["port"], facts["worker_pid"]
+            os.kill(first, signal.SIGKILL)
+            stats = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                stats = bench_run._try_stats(port)
+                if stats is not None and stats["pid"] != first:
+                    break
+                time.sleep(0.1)
+            assert stats is not None and stats["pid"] != first, "no new worker"
+            collector.command("reset")
+            for _ in range(20):
+                url = f"http://127.0.0.1:{port}/items"
+                urllib.request.urlopen(url, timeout=5).close()
+            # Everything the new worker served, its own stats requests included.
+            served = bench_run._get_json(port, "/_bench/stats")["requests"]
+
+        assert not facts["stop"]["killed"], facts["stop"]
+        assert served >= 20
+        # What the new worker queued ships only at its exit.
+        deadline = time.monotonic() + 10
+        counts = collector.command("counts")
+        while counts["logs"] < served and time.monotonic() < deadline:
+            time.sleep(0.05)
+            counts = collector.command("counts")
+        assert (counts["logs"], counts["spans"]) == (served, served)
+    finally:
+        collector.close()
