@@ -722,7 +722,7 @@ def cells(plan: Plan) -> list[tuple[str, str, str]]:
 
 
 def _compile_sources() -> None:
-    """Byte-compile the package and the app once for every server start.
+    """Byte-compile the package and the app once, before any server starts.
 
     Where PYTHONDONTWRITEBYTECODE is set (some CI images set it), nothing
     imported from the working tree is ever cached, and each server would
